@@ -1,0 +1,52 @@
+# Roomwire — every target works on a fresh machine: it creates .venv and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## run: one signaling process, in-memory registry, demo page on http://127.0.0.1:8080/
+run: $(STAMP)
+	$(PY) -m signaling serve
+
+## deps: system packages the tests need (redis-server, chromium), installed when missing
+deps:
+	bash scripts/ensure-deps.sh
+
+## lint: ruff, mypy --strict and the import-linter layering contracts
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## test: lint, then the whole suite (pytest exit 5 — nothing collected — fails too)
+test: $(STAMP) deps lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: the suite without browser and cluster tests
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not browser and not cluster' $(PYTEST_ARGS)
+
+## bench: benchmarks with baselines measured in the same run; see bench/RESULTS.md
+bench: $(STAMP) deps
+	$(PY) -m bench
+
+## cluster-up / cluster-down: local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, node agent)
+cluster-up: $(STAMP)
+	$(PY) -m devcluster up
+
+cluster-down: $(STAMP)
+	$(PY) -m devcluster down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,79 @@
+"""Redis key layout and inbox message shapes: the contract between pods and the operator.
+
+Pure names and constants, no I/O. The operator imports this module too, so that the
+two never disagree on a key.
+
+Keys (``{x}`` is a value):
+
+- ``rw:pods`` sorted set: pod id -> unix time of its last heartbeat.
+- ``rw:pod:{pod}`` hash, expires ``POD_TTL_S`` after the last heartbeat: ``url`` (ws URL
+  of the pod), ``connections`` (open WebSocket connections), ``sessions`` (live
+  sessions), ``rooms`` (rooms with a local member), ``draining`` ("0"/"1"), ``ts``.
+- ``rw:pod:{pod}:sessions`` set of session ids owned by the pod.
+- ``rw:session:{sid}`` hash: ``pod``, ``room``, ``peer``, ``role``, ``state``
+  (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach). A live
+  session expires ``POD_TTL_S`` after its pod's last heartbeat; a session in grace
+  expires when its grace period ends.
+- ``rw:session:{sid}:box`` stream: frames kept for a session that is not attached to a
+  listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume.
+- ``rw:room:{room}:members`` hash: peer id -> session id.
+- ``rw:room:{room}:events`` stream of replayable room events; ``rw:room:{room}:meta``
+  hash with ``epoch``.
+- ``rw:placement`` hash: room -> home pod id (written only by the operator).
+- ``rw:inbox:{pod}`` pub/sub channel: everything addressed to one pod. A pod
+  subscribes to its own inbox and to nothing else.
+
+Inbox messages are JSON objects with a kind ``k``:
+
+- ``{"k": "deliver", "sid": str, "n": int, "frame": {...}}`` one frame for one session.
+- ``{"k": "room", "room": str, "sids": [str], "frame": {...}, "except": str}`` one room
+  frame for the listed sessions of that pod.
+- ``{"k": "takeover", "sid": str, "pod": str}`` the session resumed on ``pod``; drop it.
+- ``{"k": "cmd", "cmd": {...}, "sig": hex}`` an operator command, HMAC-SHA256 of the
+  canonical JSON of ``cmd`` with the shared control secret. Commands:
+  ``{"op": "reconnect", "sids": [str], "after_ms": int, "ts": float}`` and
+  ``{"op": "migrate-room", "room": str, "url": str, "ts": float}`` and
+  ``{"op": "drain", "ts": float}``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "rw:"
+POD_TTL_S: Final = 10
+HEARTBEAT_S: Final = 2.0
+PODS: Final = "rw:pods"
+PLACEMENT: Final = "rw:placement"
+
+
+def pod(pod_id: str) -> str:
+    return f"rw:pod:{pod_id}"
+
+
+def pod_sessions(pod_id: str) -> str:
+    return f"rw:pod:{pod_id}:sessions"
+
+
+def session(sid: str) -> str:
+    return f"rw:session:{sid}"
+
+
+def session_box(sid: str) -> str:
+    return f"rw:session:{sid}:box"
+
+
+def room_members(room: str) -> str:
+    return f"rw:room:{room}:members"
+
+
+def room_events(room: str) -> str:
+    return f"rw:room:{room}:events"
+
+
+def room_meta(room: str) -> str:
+    return f"rw:room:{room}:meta"
+
+
+def inbox(pod_id: str) -> str:
+    return f"rw:inbox:{pod_id}"
