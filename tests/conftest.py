@@ -1,0 +1,190 @@
+"""Shared fixtures: real processes on free loopback ports, nothing faked.
+
+- ``redis_server``: a real ``redis-server`` (Debian's) per test session, on a free port.
+- ``start_pod``: starts ``python -m signaling serve`` as a separate process (a "pod"),
+  waits for ``/readyz``, and stops it (SIGTERM, then SIGKILL) at the end of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
+    """Poll ``check`` until it holds; bounded in time. Fails the test with ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def start(self) -> None:
+        """(Re)start on the same port and data dir."""
+        self.proc = _spawn_redis(self.port, self.workdir)
+        wait_until(self.ping, 15, "redis-server to answer PING")
+
+
+def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is missing: run `make deps` (installs Debian's redis-server)")
+    return subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir, "--protected-mode", "yes", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    workdir = tempfile.mkdtemp(prefix="rw-redis-")
+    port = free_port()
+    server = RedisServer(port, _spawn_redis(port, workdir), workdir)
+    wait_until(server.ping, 15, "redis-server to answer PING")
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the session's Redis."""
+    if not redis_server.ping():
+        redis_server.start()
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=2) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        assert s.recv(16).startswith(b"+OK")
+    return redis_server.url
+
+
+@dataclass
+class Pod:
+    pod_id: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    host: str = "127.0.0.1"
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=2) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+
+    def ready(self) -> bool:
+        try:
+            return self.get("/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+PodFactory = Callable[..., Pod]
+
+
+@pytest.fixture()
+def start_pod(tmp_path: Path) -> Iterator[PodFactory]:
+    """``start_pod(redis_url=None, pod_id="pod-1", args=[...], env={...}) -> Pod``."""
+    pods: list[Pod] = []
+
+    def start(redis_url: str | None = None, pod_id: str | None = None,
+              args: list[str] | None = None, env: dict[str, str] | None = None,
+              wait_ready: bool = True) -> Pod:
+        pod_id = pod_id or f"pod-{len(pods) + 1}"
+        port = free_port()
+        cmd = [sys.executable, "-m", "signaling", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--pod-id", pod_id, *(args or [])]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
+        full_env.update(env or {})
+        log = tmp_path / f"{pod_id}-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                    cwd=ROOT)
+        pod = Pod(pod_id, port, proc, log, extra=list(args or []))
+        pods.append(pod)
+        if wait_ready:
+            def up() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{pod_id} exited: {log.read_text()[-2000:]}")
+                return pod.ready()
+            wait_until(up, 20, f"{pod_id} /readyz")
+        return pod
+
+    yield start
+    for pod in pods:
+        pod.terminate(timeout=15)

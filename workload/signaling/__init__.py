@@ -1,0 +1,17 @@
+"""Roomwire signaling workload: plain-WebSocket rooms for WebRTC signaling.
+
+Layers, outermost first (checked by import-linter):
+
+- ``__main__`` — the ``signaling serve`` command: settings, signals, process lifecycle.
+- ``server`` — the aiohttp adapter: sockets, bounded outbound queues, local delivery,
+  drain, the inbox handler. All socket I/O happens here.
+- ``registry`` / ``redis_registry`` — where sessions and rooms are registered: in memory
+  (the embedded default) or in Redis (many pods). All Redis I/O happens there.
+- ``protocol``, ``tokens``, ``control``, ``keys``, ``metrics`` — pure: no I/O. The
+  protocol core turns frames into intents and never raises for bad input.
+
+``client`` is a small asyncio client of the wire protocol, used by tests, benchmarks
+and the edge.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""``signaling serve``: run one signaling process (a pod)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .config import ConfigError, Settings, add_arguments, resolve
+from .registry import MemoryRegistry, Registry
+from .server import Hub, build_app
+
+log = logging.getLogger("signaling")
+
+
+def make_registry(settings: Settings) -> Registry:
+    if settings.redis_url:
+        from .redis_registry import RedisRegistry
+
+        return RedisRegistry(settings.redis_url, settings.pod_id, settings.advertise_url)
+    return MemoryRegistry(settings.pod_id)
+
+
+async def serve(settings: Settings) -> None:
+    hub = Hub(settings, make_registry(settings))
+    app = build_app(hub)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
+    await site.start()
+    mode = f"redis {settings.redis_url}" if settings.redis_url else "embedded (in-memory)"
+    log.info("pod %s serving ws on %s:%d, registry: %s", settings.pod_id, settings.host,
+             settings.port, mode)
+    if not settings.token_secret:
+        log.warning("no token secret: OPEN DEVELOPMENT MODE, joins are not authenticated")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("SIGTERM: draining")
+    try:
+        await asyncio.wait_for(hub.drain(), settings.limits.drain_s + 5)
+    except TimeoutError:
+        log.warning("drain deadline passed; closing the rest")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="signaling", description="Roomwire signaling server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="serve WebSocket signaling",
+                             description="Serve Roomwire signaling on /ws. Every flag can also "
+                                         "be set with the SIGNALING_* variable shown.")
+    add_arguments(serve_p)
+    args = parser.parse_args(argv)
+    try:
+        settings, level = resolve(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

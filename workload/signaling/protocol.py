@@ -1,0 +1,384 @@
+"""The signaling protocol core: sans-I/O. Text frames and time in, intents out.
+
+This module only manipulates data. It imports no aiohttp, redis or nacos (checked by
+import-linter), never raises into its caller for bad input, and is tested by feeding it
+frames and checking what it asks for. The server adapter carries the intents out
+(registry look-ups, delivery, closing) and reports results back as frames built here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any, Final, TypeAlias
+
+from . import tokens
+
+PROTOCOL_VERSION: Final = 1
+
+
+class Role(StrEnum):
+    PARTICIPANT = "participant"
+    SCREEN = "screen"
+    CONTROLLER = "controller"
+    EDGE = "edge"
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad-json"
+    BAD_FRAME = "bad-frame"
+    UNKNOWN_TYPE = "unknown-type"
+    NOT_JOINED = "not-joined"
+    ALREADY_JOINED = "already-joined"
+    UNKNOWN_PEER = "unknown-peer"
+    FORBIDDEN = "forbidden"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate-limited"
+    ROOM_FULL = "room-full"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes; 4000-4999 are Roomwire's own (see docs/protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    REPLACED = 4001  # the same peer joined again on another connection
+    SLOW_CONSUMER = 4002  # outbound queue full: the client did not read fast enough
+    ABUSE = 4003  # repeated protocol violations
+
+
+RELAY_TYPES: Final = frozenset({"offer", "answer", "candidate"})
+ROOM_EVENT_TYPES: Final = frozenset({"broadcast", "control"})
+CLIENT_TYPES: Final = RELAY_TYPES | ROOM_EVENT_TYPES | {"join", "leave", "ping"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MAX_ID_LEN: Final = 128
+
+Frame: TypeAlias = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound of a connection; each is a setting of the server."""
+
+    max_frame_bytes: int = 64 * 1024
+    outbound_queue: int = 256
+    rate_per_s: float = 50.0
+    rate_burst: int = 100
+    abuse_errors: int = 50  # errors within ABUSE_WINDOW_S before the connection is closed
+    max_peers_per_room: int = 64
+    grace_s: float = 30.0
+    grace_keep: int = 256
+    drain_s: float = 20.0
+
+
+ABUSE_WINDOW_S: Final = 10.0
+
+
+# ---- intents the adapter carries out -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send this frame on the connection itself."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+    peer: str
+    role: Role
+    resume: str | None
+    last_seq: int | None
+    id: str | int | None
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Relay ``frame`` (already stamped with ``from``) to one peer of the room."""
+
+    to: str
+    frame: Frame
+    id: str | int | None
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """Replayable event for the room: to every other peer, or to screens (control)."""
+
+    frame: Frame
+    screens_only: bool
+    id: str | int | None
+
+
+@dataclass(frozen=True)
+class Leave:
+    pass
+
+
+Intent: TypeAlias = Send | Close | Join | Relay | RoomEvent | Leave
+
+
+def error(code: ErrorCode, message: str, frame_id: str | int | None = None) -> Frame:
+    out: Frame = {"type": "error", "code": str(code), "message": message}
+    if frame_id is not None:
+        out["id"] = frame_id
+    return out
+
+
+def ack(frame_id: str | int) -> Frame:
+    return {"type": "ack", "id": frame_id}
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: int
+    tokens: float = -1.0
+    last: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.last = float(self.burst), now
+        self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Bad(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _opt_str(frame: Frame, key: str, pattern: re.Pattern[str] | None = None) -> str | None:
+    value = frame.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+        raise _Bad(ErrorCode.BAD_FRAME, f"field '{key}' must be a valid string")
+    return value
+
+
+def _req_str(frame: Frame, key: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = _opt_str(frame, key, pattern)
+    if value is None:
+        raise _Bad(ErrorCode.BAD_FRAME, f"field '{key}' is missing")
+    return value
+
+
+def _frame_id(frame: Frame) -> str | int | None:
+    value = frame.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Bad(ErrorCode.BAD_FRAME, "field 'id' must be a string or an integer")
+    if isinstance(value, str) and len(value) > MAX_ID_LEN:
+        raise _Bad(ErrorCode.BAD_FRAME, f"field 'id' is longer than {MAX_ID_LEN}")
+    return value
+
+
+@dataclass
+class JoinedAs:
+    room: str
+    peer: str
+    role: Role
+
+
+@dataclass
+class Connection:
+    """One client connection's protocol state: frames in, intents out.
+
+    ``token_secret`` set means every join needs a matching HS256 JWT.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    token_secret: str | None = None
+    joined: JoinedAs | None = None
+    joining: bool = False
+    closed: bool = False
+    _bucket: TokenBucket = field(init=False)
+    _errors: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._bucket = TokenBucket(self.limits.rate_per_s, self.limits.rate_burst)
+
+    # -- input ------------------------------------------------------------------------
+
+    def receive_text(self, text: str, now: float) -> list[Intent]:
+        if self.closed:
+            return []
+        if not self._bucket.take(now):
+            return self._fail(ErrorCode.RATE_LIMITED, "too many frames; slow down", None, now)
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):
+            return self._fail(ErrorCode.BAD_JSON, "frame is not valid JSON", None, now)
+        frame_id: str | int | None = None
+        try:
+            if not isinstance(frame, dict):
+                raise _Bad(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+            frame_id = _frame_id(frame)
+            kind = frame.get("type")
+            if not isinstance(kind, str):
+                raise _Bad(ErrorCode.BAD_FRAME, "field 'type' must be a string")
+            if kind not in CLIENT_TYPES:
+                raise _Bad(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{kind[:40]}'")
+            return self._dispatch(kind, frame, frame_id, now)
+        except _Bad as bad:
+            return self._fail(bad.code, bad.message, frame_id, now)
+
+    def receive_binary(self, now: float) -> list[Intent]:
+        return self._fail(ErrorCode.BAD_FRAME, "binary frames are not accepted", None, now)
+
+    # -- results the adapter reports back ---------------------------------------------
+
+    def join_accepted(self, room: str, peer: str, role: Role) -> None:
+        self.joining = False
+        self.joined = JoinedAs(room, peer, role)
+
+    def join_refused(self) -> None:
+        self.joining = False
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _fail(
+        self, code: ErrorCode, message: str, frame_id: str | int | None, now: float
+    ) -> list[Intent]:
+        out: list[Intent] = [Send(error(code, message, frame_id))]
+        if code == ErrorCode.UNAUTHORIZED:
+            self.closed = True
+            out.append(Close(CloseCode.POLICY, "unauthorized"))
+            return out
+        self._errors = [t for t in self._errors if now - t < ABUSE_WINDOW_S]
+        self._errors.append(now)
+        if len(self._errors) > self.limits.abuse_errors:
+            self.closed = True
+            out.append(Close(CloseCode.ABUSE, "too many bad frames"))
+        return out
+
+    def _dispatch(self, kind: str, frame: Frame, frame_id: str | int | None, now: float) -> list[Intent]:
+        if kind == "ping":
+            return [Send({"type": "pong"})]
+        if kind == "join":
+            return self._join(frame, frame_id, now)
+        if self.joined is None:
+            raise _Bad(ErrorCode.NOT_JOINED, "send 'join' first")
+        me = self.joined
+        if kind == "leave":
+            self.closed = True
+            return [Leave(), Close(CloseCode.NORMAL, "left")]
+        if "data" not in frame:
+            raise _Bad(ErrorCode.BAD_FRAME, "field 'data' is missing")
+        data = frame["data"]
+        if kind in RELAY_TYPES:
+            to = _req_str(frame, "to", _NAME)
+            if not isinstance(data, dict):
+                raise _Bad(ErrorCode.BAD_FRAME, "field 'data' must be an object")
+            if to == me.peer:
+                raise _Bad(ErrorCode.BAD_FRAME, "cannot relay to yourself")
+            out: Frame = {"type": kind, "from": me.peer, "data": data}
+            if frame_id is not None:
+                out["id"] = frame_id
+            return [Relay(to, out, frame_id)]
+        if kind == "broadcast":
+            topic = _req_str(frame, "topic", _TOPIC)
+            out = {"type": "broadcast", "from": me.peer, "topic": topic, "data": data}
+            if frame_id is not None:
+                out["id"] = frame_id
+            return [RoomEvent(out, False, frame_id)]
+        # control
+        to = _opt_str(frame, "to", _NAME)
+        if me.role != Role.CONTROLLER:
+            raise _Bad(ErrorCode.FORBIDDEN, "only a controller may send 'control'")
+        out = {"type": "control", "from": me.peer, "data": data}
+        if frame_id is not None:
+            out["id"] = frame_id
+        if to is not None:
+            return [Relay(to, out, frame_id)]
+        return [RoomEvent(out, True, frame_id)]
+
+    def _join(self, frame: Frame, frame_id: str | int | None, now: float) -> list[Intent]:
+        if self.joined is not None or self.joining:
+            raise _Bad(ErrorCode.ALREADY_JOINED, "this connection has already joined")
+        room = _req_str(frame, "room", _NAME)
+        peer = _req_str(frame, "peer", _NAME)
+        role_text = _req_str(frame, "role")
+        try:
+            role = Role(role_text)
+        except ValueError:
+            raise _Bad(ErrorCode.BAD_FRAME, f"unknown role '{role_text[:40]}'") from None
+        resume = _opt_str(frame, "resume")
+        last_seq = frame.get("last_seq")
+        if last_seq is not None and (
+            isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0
+        ):
+            raise _Bad(ErrorCode.BAD_FRAME, "field 'last_seq' must be a non-negative integer")
+        if self.token_secret:
+            token = frame.get("token")
+            if not isinstance(token, str):
+                raise _Bad(ErrorCode.UNAUTHORIZED, "a token is required")
+            try:
+                claims = tokens.decode(token, self.token_secret, now=None)
+            except tokens.TokenError as e:
+                raise _Bad(ErrorCode.UNAUTHORIZED, f"token refused: {e}") from None
+            if (claims.get("room"), claims.get("peer"), claims.get("role")) != (
+                room,
+                peer,
+                role.value,
+            ):
+                raise _Bad(ErrorCode.UNAUTHORIZED, "token does not match room, peer and role")
+        self.joining = True
+        return [Join(room, peer, role, resume, last_seq, frame_id)]
+
+
+# ---- resume tokens -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumeClaim:
+    session: str
+    room: str
+    peer: str
+    role: Role
+
+
+def make_resume_token(secret: str, claim: ResumeClaim) -> str:
+    body = {"use": "resume", "sid": claim.session, "room": claim.room, "peer": claim.peer,
+            "role": claim.role.value}
+    return tokens.encode(body, secret)
+
+
+def read_resume_token(secret: str, token: str, room: str, peer: str) -> ResumeClaim:
+    """The claim bound to this room and peer; raises tokens.TokenError."""
+    claims = tokens.decode(token, secret)
+    if claims.get("use") != "resume":
+        raise tokens.TokenError("not a resume token")
+    if claims.get("room") != room or claims.get("peer") != peer:
+        raise tokens.TokenError("resume token is for another room or peer")
+    sid, role = claims.get("sid"), claims.get("role")
+    if not isinstance(sid, str) or role not in set(Role):
+        raise tokens.TokenError("resume token lacks a session")
+    return ResumeClaim(sid, room, peer, Role(role))
+
+
+def encode_frame(frame: Frame) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)

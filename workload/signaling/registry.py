@@ -1,0 +1,249 @@
+"""Where sessions and rooms are registered: the interface, and the in-memory registry.
+
+The server's hub delivers to sessions on this process by itself and asks the registry
+only for what crosses processes: membership of a room, frames for sessions that are not
+attached here, replay offsets, and keeping frames for sessions in their grace period.
+``MemoryRegistry`` is the embedded default (one process, nothing to install);
+``signaling.redis_registry.RedisRegistry`` shares all of it between pods.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import Role
+
+InboxHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class RegistryError(Exception):
+    """The registry cannot be reached or refused an operation."""
+
+
+class RoomFull(RegistryError):
+    pass
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer: str
+    role: str
+
+
+@dataclass(frozen=True)
+class JoinOutcome:
+    peers: list[PeerInfo]
+    epoch: str
+    offset: int
+    replaced_sid: str | None = None
+    replaced_pod: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumeOutcome:
+    seq: int
+    kept: list[str]  # encoded frames, in the order they were sent
+    old_pod: str
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """What a pod re-registers after the registry lost its data (Redis restart)."""
+
+    sid: str
+    room: str
+    peer: str
+    role: str
+    live: bool
+    seq: int
+
+
+@dataclass(frozen=True)
+class PodStats:
+    url: str
+    connections: int
+    sessions: int
+    rooms: int
+    draining: bool
+
+
+class Registry(ABC):
+    pod_id: str
+
+    @abstractmethod
+    async def start(self, on_inbox: InboxHandler) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def healthy(self) -> bool: ...
+
+    @abstractmethod
+    async def resume_secret(self) -> str:
+        """The secret resume tokens are signed with; the same on every pod."""
+
+    @abstractmethod
+    async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
+        """Register a new session as a member of the room; raises RoomFull."""
+
+    @abstractmethod
+    async def members(self, room: str) -> list[PeerInfo]: ...
+
+    @abstractmethod
+    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
+        """Attach the session to this pod and hand over what was kept; None if it is gone."""
+
+    @abstractmethod
+    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
+        """The session's connection is gone: keep the session for the grace period."""
+
+    @abstractmethod
+    async def remove(self, sid: str, room: str, peer: str) -> bool:
+        """Remove the session and its membership; False if another pod owns it now."""
+
+    @abstractmethod
+    async def keep(self, sid: str, text: str, grace_keep: int) -> None:
+        """Keep (or forward, if it moved) a frame for a session this pod does not attach."""
+
+    @abstractmethod
+    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
+        """Deliver to a peer that is not live on this pod; False if there is no such peer."""
+
+    @abstractmethod
+    async def fan_out(
+        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+    ) -> str:
+        """Send a room frame to the room's members on other pods.
+
+        With ``replay`` the frame (an encoded object) is appended to the room's stream
+        first and returned with its ``offset`` and ``epoch``; local delivery is the
+        caller's.
+        """
+
+    @abstractmethod
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> None: ...
+
+    @abstractmethod
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
+        """Publish load; refresh this pod's sessions (and restore them if Redis lost them)."""
+
+    @abstractmethod
+    async def deregister(self) -> None: ...
+
+
+def splice(text: str, extra: str) -> str:
+    """Add pre-encoded members (``,"k":v``) to an encoded JSON object."""
+    return text[:-1] + extra + "}"
+
+
+@dataclass
+class _Member:
+    sid: str
+    role: str
+
+
+@dataclass
+class _Room:
+    members: dict[str, _Member] = field(default_factory=dict)
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    offset: int = 0
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class MemoryRegistry(Registry):
+    """Everything in this process: the embedded default."""
+
+    def __init__(self, pod_id: str) -> None:
+        self.pod_id = pod_id
+        self._rooms: dict[str, _Room] = {}
+        self._kept: dict[str, deque[str]] = {}
+        self._dropped: dict[str, int] = {}
+        self._seq: dict[str, int] = {}
+        self._secret = secrets.token_hex(32)
+
+    async def start(self, on_inbox: InboxHandler) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def resume_secret(self) -> str:
+        return self._secret
+
+    async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
+        r = self._rooms.setdefault(room, _Room())
+        old = r.members.get(peer)
+        if old is None and len(r.members) >= max_peers:
+            raise RoomFull(f"room {room} has {max_peers} peers")
+        peers = [PeerInfo(p, m.role) for p, m in r.members.items() if p != peer]
+        r.members[peer] = _Member(sid, role.value)
+        return JoinOutcome(peers, r.epoch, r.offset, old.sid if old else None,
+                           self.pod_id if old else None)
+
+    async def members(self, room: str) -> list[PeerInfo]:
+        r = self._rooms.get(room)
+        return [PeerInfo(p, m.role) for p, m in r.members.items()] if r else []
+
+    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
+        r = self._rooms.get(room)
+        m = r.members.get(peer) if r else None
+        if m is None or m.sid != sid:
+            return None
+        kept = list(self._kept.pop(sid, ()))
+        return ResumeOutcome(self._seq.pop(sid, 0), kept, self.pod_id, self._dropped.pop(sid, 0))
+
+    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
+        self._seq[sid] = seq
+
+    async def remove(self, sid: str, room: str, peer: str) -> bool:
+        self._kept.pop(sid, None)
+        self._seq.pop(sid, None)
+        self._dropped.pop(sid, None)
+        r = self._rooms.get(room)
+        if r is None or peer not in r.members or r.members[peer].sid != sid:
+            return False
+        del r.members[peer]
+        if not r.members:
+            # Nothing else shares this room's state in one process.
+            del self._rooms[room]
+        return True
+
+    async def keep(self, sid: str, text: str, grace_keep: int) -> None:
+        box = self._kept.setdefault(sid, deque(maxlen=grace_keep))
+        if len(box) == box.maxlen:
+            self._dropped[sid] = self._dropped.get(sid, 0) + 1
+        box.append(text)
+
+    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
+        # Every live peer is local in one process; the hub handled those already.
+        return False
+
+    async def fan_out(
+        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+    ) -> str:
+        if not replay:
+            return text
+        r = self._rooms.setdefault(room, _Room())
+        r.offset += 1
+        out = splice(text, f',"offset":{r.offset},"epoch":"{r.epoch}"')
+        r.events.append(out)
+        return out
+
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> None:
+        return None
+
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
+        return None
+
+    async def deregister(self) -> None:
+        return None

@@ -1,0 +1,627 @@
+"""The aiohttp adapter: WebSocket connections, local delivery, lifecycle, HTTP routes.
+
+Decisions about frames are the protocol core's (``signaling.protocol``); what crosses
+processes is the registry's (``signaling.registry``). This module owns the sockets:
+bounded outbound queues, seq stamping, grace timers, drain, and the inbox handler
+through which other pods and the operator reach this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from . import control
+from .config import Settings
+from .metrics import Metrics
+from .protocol import (
+    Close,
+    CloseCode,
+    Connection,
+    ErrorCode,
+    Frame,
+    Join,
+    Leave,
+    Relay,
+    ResumeClaim,
+    Role,
+    RoomEvent,
+    Send,
+    encode_frame,
+    error,
+    make_resume_token,
+    read_resume_token,
+)
+from .registry import (
+    PodStats,
+    Registry,
+    RegistryError,
+    RoomFull,
+    SessionRecord,
+    splice,
+)
+from .tokens import TokenError
+
+log = logging.getLogger("signaling")
+
+
+@dataclass(eq=False)
+class Attachment:
+    """One open WebSocket and its bounded outbound queue."""
+
+    ws: web.WebSocketResponse
+    queue: deque[str] = field(default_factory=deque)
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+
+
+@dataclass(eq=False)
+class LocalSession:
+    sid: str
+    room: str
+    peer: str
+    role: Role
+    resume_token: str
+    seq: int = 0
+    attachment: Attachment | None = None
+    # While resuming, frames that arrive are held here as (n, text) and sent after the
+    # frames kept elsewhere, so that the peer sees them in order.
+    resuming: list[tuple[int, str]] | None = None
+    grace_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.attachment is not None and self.resuming is None
+
+
+class Hub:
+    """Sessions held by this process, and everything that happens to them."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.registry = registry
+        self.pod_id = settings.pod_id
+        self.sessions: dict[str, LocalSession] = {}
+        self.by_peer: dict[tuple[str, str], LocalSession] = {}
+        self.rooms: dict[str, set[str]] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.draining = False
+        self.registry_ok = True
+        self.resume_secret = ""
+        self.metrics = Metrics(lambda: len(self.sockets), lambda: len(self.sessions),
+                               lambda: len(self.rooms))
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.registry.start(self.on_inbox)
+        self.resume_secret = await self.registry.resume_secret()
+        self.spawn(self._heartbeat_loop())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        with contextlib.suppress(Exception):
+            await self.registry.deregister()
+        await self.registry.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def stats(self) -> PodStats:
+        return PodStats(self.settings.advertise_url, len(self.sockets), len(self.sessions),
+                        len(self.rooms), self.draining)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            records = [SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq)
+                       for s in self.sessions.values()]
+            try:
+                await self.registry.heartbeat(self.stats(), records)
+                if not self.registry_ok:
+                    log.info("registry reachable again")
+                self.registry_ok = True
+            except RegistryError as e:
+                if self.registry_ok:
+                    log.warning("registry unreachable: %s", e)
+                self.registry_ok = False
+            await asyncio.sleep(self.settings.heartbeat_s if self.registry_ok else 0.5)
+
+    # ---- delivery -------------------------------------------------------------------
+
+    def deliver(self, session: LocalSession, text: str, sent_at: float | None = None) -> None:
+        """Stamp seq and queue for the socket; frames for a detached session are kept."""
+        if session.resuming is not None:
+            session.resuming.append((len(session.resuming), text))
+            return
+        att = session.attachment
+        if att is None or att.closing:
+            self.metrics.kept.inc()
+            self.spawn(self._keep(session.sid, text))
+            return
+        if len(att.queue) >= self.limits.outbound_queue:
+            # A slow consumer never stalls anyone else: it is closed, and may resume.
+            log.info("slow consumer %s/%s closed", session.room, session.peer)
+            self.spawn(self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "slow consumer"))
+            self.metrics.kept.inc()
+            self.spawn(self._keep(session.sid, text))
+            return
+        session.seq += 1
+        att.queue.append(splice(text, f',"seq":{session.seq}'))
+        if sent_at is not None:
+            self.metrics.relay_latency.observe(max(0.0, time.time() - sent_at))
+        if att.writer is None:
+            att.writer = asyncio.get_running_loop().create_task(self._write(att))
+
+    async def _keep(self, sid: str, text: str) -> None:
+        try:
+            await self.registry.keep(sid, text, self.limits.grace_keep)
+        except RegistryError as e:
+            log.warning("could not keep a frame for %s: %s", sid, e)
+
+    async def _write(self, att: Attachment) -> None:
+        try:
+            while att.queue:
+                await att.ws.send_str(att.queue.popleft())
+        except (ConnectionError, RuntimeError):
+            att.queue.clear()
+        finally:
+            att.writer = None
+
+    def send_direct(self, att: Attachment, frame: Frame) -> None:
+        """A frame for this connection only (errors, acks, joined): no seq."""
+        att.queue.append(encode_frame(frame))
+        if frame.get("type") == "error":
+            self.metrics.errors.inc(str(frame.get("code")))
+        if att.writer is None:
+            att.writer = asyncio.get_running_loop().create_task(self._write(att))
+
+    async def close_socket(self, att: Attachment, code: int, reason: str) -> None:
+        if att.closing:
+            return
+        att.closing = True
+        self.metrics.closes.inc(str(code))
+        if att.writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(att.writer), 2.0)
+        with contextlib.suppress(Exception):
+            await att.ws.close(code=code, message=reason.encode()[:120])
+
+    def local_room_members(self, room: str) -> list[LocalSession]:
+        return [self.sessions[sid] for sid in self.rooms.get(room, ()) if sid in self.sessions]
+
+    def deliver_room_locally(self, room: str, text: str, exclude_sid: str,
+                             screens_only: bool) -> None:
+        for s in self.local_room_members(room):
+            if s.sid != exclude_sid and (not screens_only or s.role == Role.SCREEN):
+                self.deliver(s, text)
+
+    async def room_notice(self, room: str, frame: Frame, exclude_sid: str) -> None:
+        text = encode_frame(frame)
+        self.deliver_room_locally(room, text, exclude_sid, False)
+        try:
+            await self.registry.fan_out(room, text, screens_only=False, exclude_sid=exclude_sid,
+                                        replay=False)
+        except RegistryError as e:
+            log.warning("room notice for %s not fanned out: %s", room, e)
+
+    # ---- session index ------------------------------------------------------------
+
+    def index(self, s: LocalSession) -> None:
+        self.sessions[s.sid] = s
+        self.by_peer[(s.room, s.peer)] = s
+        self.rooms.setdefault(s.room, set()).add(s.sid)
+
+    def unindex(self, s: LocalSession) -> None:
+        if s.grace_timer is not None:
+            s.grace_timer.cancel()
+            s.grace_timer = None
+        self.sessions.pop(s.sid, None)
+        if self.by_peer.get((s.room, s.peer)) is s:
+            del self.by_peer[(s.room, s.peer)]
+        members = self.rooms.get(s.room)
+        if members is not None:
+            members.discard(s.sid)
+            if not members:
+                del self.rooms[s.room]
+
+    # ---- inbox: other pods and the operator -------------------------------------------
+
+    async def on_inbox(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("k")
+        if kind == "deliver":
+            self._inbox_deliver(str(msg.get("sid")), msg.get("text"), msg.get("t"))
+        elif kind == "room":
+            text = msg.get("text")
+            for sid in msg.get("sids") or []:
+                self._inbox_deliver(str(sid), text, msg.get("t"))
+        elif kind == "takeover":
+            s = self.sessions.get(str(msg.get("sid")))
+            if s is not None and not (s.live and msg.get("pod") == self.pod_id):
+                await self._drop(s, CloseCode.REPLACED, "session resumed elsewhere")
+        elif kind == "cmd":
+            cmd = control.verify(self.settings.control_secret, msg)
+            if cmd is None:
+                log.warning("ignored an operator command with a bad signature")
+                return
+            await self._command(cmd)
+
+    def _inbox_deliver(self, sid: str, text: Any, sent_at: Any) -> None:
+        if not isinstance(text, str):
+            return
+        s = self.sessions.get(sid)
+        if s is not None:
+            self.deliver(s, text, sent_at if isinstance(sent_at, float) else None)
+        else:
+            # It moved or is gone: the registry forwards or keeps it.
+            self.spawn(self._keep(sid, text))
+
+    async def _drop(self, s: LocalSession, code: int, reason: str) -> None:
+        """Forget a session without telling the room: it lives on elsewhere."""
+        self.unindex(s)
+        att, s.attachment = s.attachment, None
+        if att is not None:
+            await self.close_socket(att, code, reason)
+
+    async def _command(self, cmd: dict[str, Any]) -> None:
+        op = cmd.get("op")
+        log.info("operator command %s", op)
+        if op == "reconnect":
+            after = int(cmd.get("after_ms", 0))
+            for sid in cmd.get("sids") or []:
+                s = self.sessions.get(str(sid))
+                if s is not None and s.attachment is not None:
+                    self.spawn(self._send_reconnect(s, after, 0.0))
+        elif op == "migrate-room":
+            room, url = str(cmd.get("room")), str(cmd.get("url"))
+            for s in self.local_room_members(room):
+                if s.attachment is not None:
+                    self.send_direct(s.attachment, {"type": "migrate", "url": url,
+                                                    "resume": s.resume_token})
+                    self.spawn(self._close_later(s, 2.0))
+        elif op == "drain":
+            self.spawn(self.drain())
+
+    async def _send_reconnect(self, s: LocalSession, after_ms: int, delay_s: float) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        att = s.attachment
+        if att is None or att.closing:
+            return
+        self.send_direct(att, {"type": "reconnect", "after_ms": after_ms,
+                               "resume": s.resume_token})
+        await self.close_socket(att, CloseCode.SERVICE_RESTART, "reconnect")
+
+    async def _close_later(self, s: LocalSession, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        att = s.attachment
+        if att is not None:
+            await self.close_socket(att, CloseCode.SERVICE_RESTART, "migrated")
+
+    # ---- drain --------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop taking connections; ask clients to reconnect, spread over the window."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining %d sessions over %.1fs", len(self.sessions), self.limits.drain_s)
+        with contextlib.suppress(RegistryError):
+            await self.registry.heartbeat(self.stats(), [])
+        window = self.limits.drain_s * 0.8
+        jobs = []
+        for s in list(self.sessions.values()):
+            if s.attachment is not None:
+                delay = random.uniform(0, window)
+                jobs.append(self._send_reconnect(s, random.randint(0, 500), delay))
+        if jobs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True),
+                                       self.limits.drain_s)
+        # Give the last closes a moment to reach their clients, bounded.
+        deadline = time.monotonic() + 2.0
+        while self.sockets and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # ---- one connection -----------------------------------------------------------
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            raise web.HTTPServiceUnavailable(text="draining\n")
+        ws = web.WebSocketResponse(heartbeat=self.settings.ws_heartbeat_s,
+                                   max_msg_size=self.limits.max_frame_bytes)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        att = Attachment(ws)
+        conn = Connection(self.limits, self.settings.token_secret or None)
+        session: LocalSession | None = None
+        left = False
+        try:
+            async for msg in ws:
+                now = time.monotonic()
+                if msg.type == WSMsgType.TEXT:
+                    intents = conn.receive_text(msg.data, now)
+                elif msg.type == WSMsgType.BINARY:
+                    intents = conn.receive_binary(now)
+                else:
+                    break
+                received = time.time()
+                for intent in intents:
+                    if isinstance(intent, Send):
+                        self.send_direct(att, intent.frame)
+                    elif isinstance(intent, Close):
+                        await self.close_socket(att, intent.code, intent.reason)
+                    elif isinstance(intent, Join):
+                        session = await self._join(conn, att, intent)
+                    elif session is None:
+                        continue
+                    elif isinstance(intent, Relay):
+                        self.metrics.messages.inc(str(intent.frame["type"]))
+                        await self._relay(session, att, intent, received)
+                    elif isinstance(intent, RoomEvent):
+                        self.metrics.messages.inc(str(intent.frame["type"]))
+                        await self._room_event(session, att, intent)
+                    elif isinstance(intent, Leave):
+                        left = True
+                        await self._leave(session)
+                        session = None
+                if att.closing:
+                    break
+        finally:
+            if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+                self.metrics.closes.inc(str(CloseCode.TOO_BIG))
+            self.sockets.discard(ws)
+            if session is not None and not left and session.attachment is att:
+                await self._detach(session)
+        return ws
+
+    async def _join(self, conn: Connection, att: Attachment, j: Join) -> LocalSession | None:
+        try:
+            if j.resume is not None:
+                session = await self._resume(att, j)
+            else:
+                session = None
+            if session is None:
+                session = await self._fresh_join(att, j)
+        except RoomFull as e:
+            conn.join_refused()
+            self.send_direct(att, error(ErrorCode.ROOM_FULL, str(e), j.id))
+            await self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "room full")
+            return None
+        except TokenError as e:
+            conn.join_refused()
+            self.send_direct(att, error(ErrorCode.UNAUTHORIZED, f"resume refused: {e}", j.id))
+            await self.close_socket(att, CloseCode.POLICY, "unauthorized")
+            return None
+        except RegistryError as e:
+            conn.join_refused()
+            log.warning("join failed: %s", e)
+            self.send_direct(att, error(ErrorCode.BAD_FRAME, "registry unavailable, retry", j.id))
+            await self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "registry unavailable")
+            return None
+        conn.join_accepted(session.room, session.peer, session.role)
+        return session
+
+    async def _fresh_join(self, att: Attachment, j: Join) -> LocalSession:
+        sid = secrets.token_hex(12)
+        out = await self.registry.join(sid, j.room, j.peer, j.role,
+                                       self.limits.max_peers_per_room)
+        if out.replaced_sid is not None:
+            old = self.sessions.get(out.replaced_sid)
+            if old is not None:
+                await self._drop(old, CloseCode.REPLACED, "replaced by a new connection")
+            elif out.replaced_pod:
+                await self.registry.notify_takeover(out.replaced_pod, out.replaced_sid, True)
+        token = make_resume_token(self.resume_secret, ResumeClaim(sid, j.room, j.peer, j.role))
+        session = LocalSession(sid, j.room, j.peer, j.role, token, attachment=att)
+        self.index(session)
+        self.send_direct(att, {
+            "type": "joined", "room": j.room, "peer": j.peer, "role": j.role.value,
+            "session": sid, "resume": token,
+            "peers": [{"peer": p.peer, "role": p.role} for p in out.peers],
+            "epoch": out.epoch, "offset": out.offset, "pod": self.pod_id, "resumed": False,
+            **({"id": j.id} if j.id is not None else {}),
+        })
+        await self.room_notice(j.room, {"type": "peer-joined", "peer": j.peer,
+                                        "role": j.role.value}, sid)
+        return session
+
+    async def _resume(self, att: Attachment, j: Join) -> LocalSession | None:
+        assert j.resume is not None
+        claim = read_resume_token(self.resume_secret, j.resume, j.room, j.peer)
+        s = self.sessions.get(claim.session)
+        if s is not None:
+            old_att = s.attachment
+            s.attachment = att
+            if s.grace_timer is not None:
+                s.grace_timer.cancel()
+                s.grace_timer = None
+            if old_att is not None:
+                await self.close_socket(old_att, CloseCode.REPLACED, "resumed on a new connection")
+        else:
+            s = LocalSession(claim.session, claim.room, claim.peer, claim.role, j.resume,
+                             attachment=att)
+            self.index(s)
+        s.resuming = []
+        try:
+            out = await self.registry.resume(claim.session, claim.room, claim.peer, claim.role)
+        except BaseException:
+            s.resuming = None
+            raise
+        if out is None:
+            # Too late: the grace period is over and the room saw the peer leave.
+            held, s.resuming = s.resuming, None
+            self.unindex(s)
+            s.attachment = None
+            return None
+        s.seq = max(s.seq, out.seq, j.last_seq or 0)
+        held, s.resuming = s.resuming, None
+        self.send_direct(att, {
+            "type": "joined", "room": s.room, "peer": s.peer, "role": s.role.value,
+            "session": s.sid, "resume": s.resume_token, "peers": await self._peers(s),
+            "epoch": "", "offset": 0, "pod": self.pod_id, "resumed": True,
+            "kept": len(out.kept) + len(held), "dropped": out.dropped,
+            **({"id": j.id} if j.id is not None else {}),
+        })
+        for text in out.kept:
+            self.deliver(s, text)
+        for _, text in held:
+            self.deliver(s, text)
+        if out.old_pod and out.old_pod != self.pod_id:
+            await self.registry.notify_takeover(out.old_pod, s.sid, False)
+        return s
+
+    async def _peers(self, s: LocalSession) -> list[dict[str, str]]:
+        return [{"peer": p.peer, "role": p.role} for p in await self.registry.members(s.room)
+                if p.peer != s.peer]
+
+    async def _detach(self, s: LocalSession) -> None:
+        s.attachment = None
+        if self.draining or s.sid not in self.sessions:
+            # Draining: the session waits for its peer in the registry, not here.
+            with contextlib.suppress(RegistryError):
+                await self.registry.detach(s.sid, s.seq, self.limits.grace_s)
+            self.unindex(s)
+            return
+        try:
+            await self.registry.detach(s.sid, s.seq, self.limits.grace_s)
+        except RegistryError as e:
+            log.warning("detach of %s not registered: %s", s.sid, e)
+        loop = asyncio.get_running_loop()
+        s.grace_timer = loop.call_later(self.limits.grace_s,
+                                        lambda: self.spawn(self._grace_over(s)))
+
+    async def _grace_over(self, s: LocalSession) -> None:
+        if self.sessions.get(s.sid) is not s or s.attachment is not None:
+            return
+        self.unindex(s)
+        try:
+            removed = await self.registry.remove(s.sid, s.room, s.peer)
+        except RegistryError:
+            removed = True
+        if removed:
+            await self.room_notice(s.room, {"type": "peer-left", "peer": s.peer,
+                                            "role": s.role.value}, s.sid)
+
+    async def _leave(self, s: LocalSession) -> None:
+        self.unindex(s)
+        s.attachment = None
+        try:
+            await self.registry.remove(s.sid, s.room, s.peer)
+        except RegistryError as e:
+            log.warning("leave of %s not registered: %s", s.sid, e)
+        await self.room_notice(s.room, {"type": "peer-left", "peer": s.peer,
+                                        "role": s.role.value}, s.sid)
+
+    async def _relay(self, s: LocalSession, att: Attachment, r: Relay, received: float) -> None:
+        target = self.by_peer.get((s.room, r.to))
+        text = encode_frame(r.frame)
+        if target is not None and target.sid in self.sessions:
+            # Same pod: straight to the socket, no registry.
+            self.deliver(target, text)
+            self.metrics.relay_latency.observe(time.time() - received)
+            self.metrics.delivered.inc("local")
+            ok = True
+        else:
+            try:
+                ok = await self.registry.send_to_peer(s.room, r.to, text)
+            except RegistryError as e:
+                log.warning("relay failed: %s", e)
+                self.send_direct(att, error(ErrorCode.BAD_FRAME, "relay unavailable, retry", r.id))
+                return
+            self.metrics.delivered.inc("remote")
+        if not ok:
+            self.send_direct(att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room",
+                                        r.id))
+        elif r.id is not None:
+            self.send_direct(att, {"type": "ack", "id": r.id})
+
+    async def _room_event(self, s: LocalSession, att: Attachment, e: RoomEvent) -> None:
+        try:
+            text = await self.registry.fan_out(s.room, encode_frame(e.frame),
+                                               screens_only=e.screens_only, exclude_sid=s.sid,
+                                               replay=True)
+        except RegistryError as err:
+            log.warning("room event failed: %s", err)
+            self.send_direct(att, error(ErrorCode.BAD_FRAME, "room unavailable, retry", e.id))
+            return
+        self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
+        if e.id is not None:
+            self.send_direct(att, {"type": "ack", "id": e.id})
+
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def static_page() -> bytes:
+    try:
+        return (STATIC_DIR / "index.html").read_bytes()
+    except OSError:
+        return b"<!doctype html><title>Roomwire</title><p>Roomwire signaling: connect to /ws</p>"
+
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    if hub.draining:
+        return web.Response(status=503, text="draining\n")
+    if not hub.registry_ok:
+        return web.Response(status=503, text="registry unreachable\n")
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[HUB].metrics.render(),
+                        content_type="text/plain", charset="utf-8")
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.Response(body=static_page(), content_type="text/html")
+
+
+def build_app(hub: Hub) -> web.Application:
+    app = web.Application()
+    app[HUB] = hub
+    app.router.add_get("/ws", hub.handle_ws)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/", _index)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        yield
+        await hub.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
