@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import logging
 import signal
 import sys
@@ -21,7 +23,20 @@ def make_registry(settings: Settings) -> Registry:
     if settings.redis_url:
         from .redis_registry import RedisRegistry
 
-        return RedisRegistry(settings.redis_url, settings.pod_id, settings.advertise_url)
+        # With a token secret, every pod derives the same resume secret from it; without
+        # one, the pods share a random secret kept in Redis.
+        resume_secret = (
+            hmac.new(settings.token_secret.encode(), b"roomwire-resume", hashlib.sha256).hexdigest()
+            if settings.token_secret
+            else None
+        )
+        return RedisRegistry(
+            settings.redis_url,
+            settings.pod_id,
+            resume_secret=resume_secret,
+            keep_max=settings.limits.grace_keep,
+            grace_s=settings.limits.grace_s,
+        )
     return MemoryRegistry(settings.pod_id)
 
 
@@ -33,8 +48,13 @@ async def serve(settings: Settings) -> None:
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
     await site.start()
     mode = f"redis {settings.redis_url}" if settings.redis_url else "embedded (in-memory)"
-    log.info("pod %s serving ws on %s:%d, registry: %s", settings.pod_id, settings.host,
-             settings.port, mode)
+    log.info(
+        "pod %s serving ws on %s:%d, registry: %s",
+        settings.pod_id,
+        settings.host,
+        settings.port,
+        mode,
+    )
     if not settings.token_secret:
         log.warning("no token secret: OPEN DEVELOPMENT MODE, joins are not authenticated")
     stop = asyncio.Event()
@@ -54,17 +74,21 @@ async def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="signaling", description="Roomwire signaling server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve_p = sub.add_parser("serve", help="serve WebSocket signaling",
-                             description="Serve Roomwire signaling on /ws. Every flag can also "
-                                         "be set with the SIGNALING_* variable shown.")
+    serve_p = sub.add_parser(
+        "serve",
+        help="serve WebSocket signaling",
+        description="Serve Roomwire signaling on /ws. Every flag can also "
+        "be set with the SIGNALING_* variable shown.",
+    )
     add_arguments(serve_p)
     args = parser.parse_args(argv)
     try:
         settings, level = resolve(args)
     except ConfigError as e:
         parser.error(str(e))
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(serve(settings))
     return 0
 

@@ -29,8 +29,12 @@ class Closed(ClientError):
 class Client:
     """One connection. Frames arrive on ``inbox``; ``recv`` takes the next one."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession | None = None,
-                 max_msg_size: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession | None = None,
+        max_msg_size: int = 4 * 1024 * 1024,
+    ) -> None:
         self.url = url
         self._own_session = session is None
         self._session = session
@@ -53,8 +57,9 @@ class Client:
             self._session = aiohttp.ClientSession()
         self._closed.clear()
         self.close_code = None
-        self.ws = await self._session.ws_connect(self.url, max_msg_size=self._max_msg_size,
-                                                 autoping=True)
+        self.ws = await self._session.ws_connect(
+            self.url, max_msg_size=self._max_msg_size, autoping=True
+        )
         self._reader = asyncio.get_running_loop().create_task(self._read(self.ws))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -86,8 +91,9 @@ class Client:
         get = asyncio.ensure_future(self.inbox.get())
         closed = asyncio.ensure_future(self._closed.wait())
         try:
-            done, _ = await asyncio.wait({get, closed}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {get, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             closed.cancel()
         if get in done:
@@ -111,8 +117,14 @@ class Client:
             if match(frame):
                 return frame
 
-    async def join(self, room: str, peer: str, role: str = "participant",
-                   token: str | None = None, timeout: float = 5.0) -> Frame:
+    async def join(
+        self,
+        room: str,
+        peer: str,
+        role: str = "participant",
+        token: str | None = None,
+        timeout: float = 5.0,
+    ) -> Frame:
         self.room, self.peer, self.role = room, peer, role
         frame: Frame = {"type": "join", "room": room, "peer": peer, "role": role}
         if token is not None:
@@ -125,8 +137,14 @@ class Client:
         if self.ws is not None and not self.ws.closed:
             await self.ws.close()
         await self.connect(url)
-        frame: Frame = {"type": "join", "room": self.room, "peer": self.peer, "role": self.role,
-                        "resume": self.resume_token, "last_seq": self.last_seq}
+        frame: Frame = {
+            "type": "join",
+            "room": self.room,
+            "peer": self.peer,
+            "role": self.role,
+            "resume": self.resume_token,
+            "last_seq": self.last_seq,
+        }
         await self.send(frame)
         return await self._await_joined(timeout)
 
@@ -139,8 +157,9 @@ class Client:
         self.resume_token = reply["resume"]
         return reply
 
-    async def relay(self, kind: str, to: str, data: Frame, frame_id: str | int | None = None
-                    ) -> None:
+    async def relay(
+        self, kind: str, to: str, data: Frame, frame_id: str | int | None = None
+    ) -> None:
         frame: Frame = {"type": kind, "to": to, "data": data}
         if frame_id is not None:
             frame["id"] = frame_id
@@ -159,8 +178,11 @@ class Client:
     async def abort(self) -> None:
         """Drop the connection without a close handshake (a lost network)."""
         if self.ws is not None:
-            transport = self.ws._response.connection.transport if (  # noqa: SLF001
-                self.ws._response.connection is not None) else None  # noqa: SLF001
+            transport = (
+                self.ws._response.connection.transport
+                if (self.ws._response.connection is not None)
+                else None
+            )
             if transport is not None:
                 transport.abort()
             await asyncio.wait_for(self._closed.wait(), 5)

@@ -32,19 +32,49 @@ class Settings:
 _OPTIONS: list[tuple[str, str, type, object, str]] = [
     ("host", "HOST", str, "0.0.0.0", "address to listen on"),
     ("port", "PORT", int, 8080, "port to listen on"),
-    ("redis-url", "REDIS_URL", str, None,
-     "Redis URL (redis://host:port/db); absent: embedded single-process mode, in memory"),
+    (
+        "redis-url",
+        "REDIS_URL",
+        str,
+        None,
+        "Redis URL (redis://host:port/db); absent: embedded single-process mode, in memory",
+    ),
     ("pod-id", "POD_ID", str, None, "this pod's id in the registry (default: the host name)"),
-    ("token-secret", "TOKEN_SECRET", str, None,
-     "HS256 secret for join tokens; absent: open development mode (no auth)"),
-    ("control-secret", "CONTROL_SECRET", str, "",
-     "HMAC secret of operator commands; absent: operator commands are ignored"),
-    ("advertise-url", "ADVERTISE_URL", str, None,
-     "ws URL other pods and the operator use to reach this pod (default from host and port)"),
-    ("max-frame-bytes", "MAX_FRAME_BYTES", int, 64 * 1024,
-     "largest frame accepted; larger ones close the connection with 1009"),
-    ("outbound-queue", "OUTBOUND_QUEUE", int, 256,
-     "frames queued per connection before it is closed as a slow consumer (1013)"),
+    (
+        "token-secret",
+        "TOKEN_SECRET",
+        str,
+        None,
+        "HS256 secret for join tokens; absent: open development mode (no auth)",
+    ),
+    (
+        "control-secret",
+        "CONTROL_SECRET",
+        str,
+        "",
+        "HMAC secret of operator commands; absent: operator commands are ignored",
+    ),
+    (
+        "advertise-url",
+        "ADVERTISE_URL",
+        str,
+        None,
+        "ws URL other pods and the operator use to reach this pod (default from host and port)",
+    ),
+    (
+        "max-frame-bytes",
+        "MAX_FRAME_BYTES",
+        int,
+        64 * 1024,
+        "largest frame accepted; larger ones close the connection with 1009",
+    ),
+    (
+        "outbound-queue",
+        "OUTBOUND_QUEUE",
+        int,
+        256,
+        "frames queued per connection before it is closed as a slow consumer (1013)",
+    ),
     ("rate", "RATE", float, 50.0, "frames per second per connection (then 'rate-limited')"),
     ("rate-burst", "RATE_BURST", int, 100, "burst allowance of the rate limit"),
     ("max-peers", "MAX_PEERS", int, 64, "peers per room (then 'room-full', close 1013)"),
@@ -59,11 +89,17 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, env, typ, default, text in _OPTIONS:
-        parser.add_argument(f"--{flag}", type=typ, default=None,
-                            help=f"{text} [env SIGNALING_{env}; default {default}]")
+        parser.add_argument(
+            f"--{flag}",
+            type=typ,
+            default=None,
+            help=f"{text} [env SIGNALING_{env}; default {default}]",
+        )
 
 
-def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[Settings, str]:
+def resolve(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> tuple[Settings, str]:
     """Settings from flags, then SIGNALING_* variables, then defaults; and the log level."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
@@ -75,11 +111,18 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
             try:
                 value = typ(raw) if raw != "" else None
             except ValueError:
-                raise ConfigError(f"SIGNALING_{suffix}={raw!r} is not a valid {typ.__name__}") \
-                    from None
+                raise ConfigError(
+                    f"SIGNALING_{suffix}={raw!r} is not a valid {typ.__name__}"
+                ) from None
         values[name] = default if value is None else value
-    for name in ("port", "max_frame_bytes", "outbound_queue", "rate_burst", "max_peers",
-                 "grace_keep"):
+    for name in (
+        "port",
+        "max_frame_bytes",
+        "outbound_queue",
+        "rate_burst",
+        "max_peers",
+        "grace_keep",
+    ):
         if int(values[name]) <= 0:  # type: ignore[call-overload]
             raise ConfigError(f"{name} must be positive")
     for name in ("rate", "grace", "drain", "heartbeat", "ws_heartbeat"):
@@ -88,7 +131,8 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
     host, port = str(values["host"]), int(values["port"])  # type: ignore[call-overload]
     pod_id = str(values["pod_id"] or socket.gethostname())
     advertise = values["advertise_url"] or (
-        f"ws://{host if host not in ('0.0.0.0', '::') else socket.gethostname()}:{port}/ws")
+        f"ws://{host if host not in ('0.0.0.0', '::') else socket.gethostname()}:{port}/ws"
+    )
     limits = Limits(
         max_frame_bytes=int(values["max_frame_bytes"]),  # type: ignore[call-overload]
         outbound_queue=int(values["outbound_queue"]),  # type: ignore[call-overload]
@@ -100,9 +144,13 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         drain_s=float(values["drain"]),  # type: ignore[arg-type]
     )
     settings = Settings(
-        host=host, port=port, redis_url=values["redis_url"] or None,  # type: ignore[arg-type]
-        pod_id=pod_id, token_secret=values["token_secret"] or None,  # type: ignore[arg-type]
-        control_secret=str(values["control_secret"] or ""), advertise_url=str(advertise),
+        host=host,
+        port=port,
+        redis_url=values["redis_url"] or None,  # type: ignore[arg-type]
+        pod_id=pod_id,
+        token_secret=values["token_secret"] or None,  # type: ignore[arg-type]
+        control_secret=str(values["control_secret"] or ""),
+        advertise_url=str(advertise),
         heartbeat_s=float(values["heartbeat"]),  # type: ignore[arg-type]
         ws_heartbeat_s=float(values["ws_heartbeat"]),  # type: ignore[arg-type]
         limits=limits,

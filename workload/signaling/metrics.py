@@ -28,8 +28,11 @@ class Gauge:
         self.name, self.help, self.read = name, help_text, read
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge",
-                f"{self.name} {self.read():g}"]
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} gauge",
+            f"{self.name} {self.read():g}",
+        ]
 
 
 class Histogram:
@@ -67,27 +70,39 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 class Metrics:
     """The workload's metrics; gauges read live values through callbacks."""
 
-    def __init__(self, connections: Callable[[], float], sessions: Callable[[], float],
-                 rooms: Callable[[], float]) -> None:
-        self.messages = Counter("roomwire_messages_total",
-                                "Frames received from clients, by type.", ["type"])
-        self.delivered = Counter("roomwire_delivered_total",
-                                 "Frames delivered to clients, by path.", ["path"])
+    def __init__(
+        self,
+        connections: Callable[[], float],
+        sessions: Callable[[], float],
+        rooms: Callable[[], float],
+    ) -> None:
+        self.messages = Counter(
+            "roomwire_messages_total", "Frames received from clients, by type.", ["type"]
+        )
+        self.delivered = Counter(
+            "roomwire_delivered_total", "Frames delivered to clients, by path.", ["path"]
+        )
         self.errors = Counter("roomwire_errors_total", "Error frames sent, by code.", ["code"])
-        self.closes = Counter("roomwire_closes_total", "Connections closed by the server, by code.",
-                              ["code"])
-        self.kept = Counter("roomwire_grace_kept_total",
-                            "Frames kept for sessions in their grace period.")
+        self.closes = Counter(
+            "roomwire_closes_total", "Connections closed by the server, by code.", ["code"]
+        )
+        self.kept = Counter(
+            "roomwire_grace_kept_total", "Frames kept for sessions in their grace period."
+        )
         self.relay_latency = Histogram(
             "roomwire_relay_latency_seconds",
-            "Time from a frame's arrival at the sender's pod to its hand-off to the receiver's socket.",
+            "Time from a frame's arrival at a pod to its hand-off to the receiver's socket.",
             [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
         )
         self.gauges = [
-            Gauge("roomwire_ws_connections", "Open WebSocket connections of this process.",
-                  connections),
-            Gauge("roomwire_sessions", "Sessions held by this process (live and in grace).",
-                  sessions),
+            Gauge(
+                "roomwire_ws_connections",
+                "Open WebSocket connections of this process.",
+                connections,
+            ),
+            Gauge(
+                "roomwire_sessions", "Sessions held by this process (live and in grace).", sessions
+            ),
             Gauge("roomwire_rooms", "Rooms with at least one session on this process.", rooms),
         ]
 

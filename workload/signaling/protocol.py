@@ -275,7 +275,9 @@ class Connection:
             out.append(Close(CloseCode.ABUSE, "too many bad frames"))
         return out
 
-    def _dispatch(self, kind: str, frame: Frame, frame_id: str | int | None, now: float) -> list[Intent]:
+    def _dispatch(
+        self, kind: str, frame: Frame, frame_id: str | int | None, now: float
+    ) -> list[Intent]:
         if kind == "ping":
             return [Send({"type": "pong"})]
         if kind == "join":
@@ -306,14 +308,14 @@ class Connection:
                 out["id"] = frame_id
             return [RoomEvent(out, False, frame_id)]
         # control
-        to = _opt_str(frame, "to", _NAME)
+        target = _opt_str(frame, "to", _NAME)
         if me.role != Role.CONTROLLER:
             raise _Bad(ErrorCode.FORBIDDEN, "only a controller may send 'control'")
         out = {"type": "control", "from": me.peer, "data": data}
         if frame_id is not None:
             out["id"] = frame_id
-        if to is not None:
-            return [Relay(to, out, frame_id)]
+        if target is not None:
+            return [Relay(target, out, frame_id)]
         return [RoomEvent(out, True, frame_id)]
 
     def _join(self, frame: Frame, frame_id: str | int | None, now: float) -> list[Intent]:
@@ -362,8 +364,13 @@ class ResumeClaim:
 
 
 def make_resume_token(secret: str, claim: ResumeClaim) -> str:
-    body = {"use": "resume", "sid": claim.session, "room": claim.room, "peer": claim.peer,
-            "role": claim.role.value}
+    body = {
+        "use": "resume",
+        "sid": claim.session,
+        "room": claim.room,
+        "peer": claim.peer,
+        "role": claim.role.value,
+    }
     return tokens.encode(body, secret)
 
 

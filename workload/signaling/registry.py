@@ -47,7 +47,7 @@ class JoinOutcome:
 @dataclass(frozen=True)
 class ResumeOutcome:
     seq: int
-    kept: list[str]  # encoded frames, in the order they were sent
+    kept: list[tuple[int, str]]  # (order n, encoded frame), in the order they were sent
     old_pod: str
     dropped: int = 0
 
@@ -109,8 +109,12 @@ class Registry(ABC):
         """Remove the session and its membership; False if another pod owns it now."""
 
     @abstractmethod
-    async def keep(self, sid: str, text: str, grace_keep: int) -> None:
-        """Keep (or forward, if it moved) a frame for a session this pod does not attach."""
+    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
+        """Keep (or forward, if it moved) a frame for a session this pod does not attach.
+
+        True means the session is live on this very pod (a resume raced the frame): the
+        caller delivers it.
+        """
 
     @abstractmethod
     async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
@@ -128,7 +132,12 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> None: ...
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
+        """Tell the session's previous pod to let it go; how many pods listened."""
+
+    @abstractmethod
+    async def takeover_done(self, new_pod: str, sid: str) -> None:
+        """Tell the session's new pod that every frame this pod held for it was passed on."""
 
     @abstractmethod
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
@@ -187,8 +196,9 @@ class MemoryRegistry(Registry):
             raise RoomFull(f"room {room} has {max_peers} peers")
         peers = [PeerInfo(p, m.role) for p, m in r.members.items() if p != peer]
         r.members[peer] = _Member(sid, role.value)
-        return JoinOutcome(peers, r.epoch, r.offset, old.sid if old else None,
-                           self.pod_id if old else None)
+        return JoinOutcome(
+            peers, r.epoch, r.offset, old.sid if old else None, self.pod_id if old else None
+        )
 
     async def members(self, room: str) -> list[PeerInfo]:
         r = self._rooms.get(room)
@@ -199,7 +209,7 @@ class MemoryRegistry(Registry):
         m = r.members.get(peer) if r else None
         if m is None or m.sid != sid:
             return None
-        kept = list(self._kept.pop(sid, ()))
+        kept = list(enumerate(self._kept.pop(sid, ())))
         return ResumeOutcome(self._seq.pop(sid, 0), kept, self.pod_id, self._dropped.pop(sid, 0))
 
     async def detach(self, sid: str, seq: int, grace_s: float) -> None:
@@ -218,11 +228,12 @@ class MemoryRegistry(Registry):
             del self._rooms[room]
         return True
 
-    async def keep(self, sid: str, text: str, grace_keep: int) -> None:
+    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
         box = self._kept.setdefault(sid, deque(maxlen=grace_keep))
         if len(box) == box.maxlen:
             self._dropped[sid] = self._dropped.get(sid, 0) + 1
         box.append(text)
+        return False
 
     async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
         # Every live peer is local in one process; the hub handled those already.
@@ -239,7 +250,10 @@ class MemoryRegistry(Registry):
         r.events.append(out)
         return out
 
-    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> None:
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
+        return 0
+
+    async def takeover_done(self, new_pod: str, sid: str) -> None:
         return None
 
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:

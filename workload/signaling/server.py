@@ -75,9 +75,9 @@ class LocalSession:
     resume_token: str
     seq: int = 0
     attachment: Attachment | None = None
-    # While resuming, frames that arrive are held here as (n, text) and sent after the
-    # frames kept elsewhere, so that the peer sees them in order.
-    resuming: list[tuple[int, str]] | None = None
+    # While joining or resuming, frames that arrive are held here as (n, arrival, text)
+    # and merged by n with the frames kept elsewhere, so the peer sees them in order.
+    resuming: list[tuple[float, int, str]] | None = None
     grace_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -100,9 +100,11 @@ class Hub:
         self.draining = False
         self.registry_ok = True
         self.resume_secret = ""
-        self.metrics = Metrics(lambda: len(self.sockets), lambda: len(self.sessions),
-                               lambda: len(self.rooms))
+        self.metrics = Metrics(
+            lambda: len(self.sockets), lambda: len(self.sessions), lambda: len(self.rooms)
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._takeover_waits: dict[str, asyncio.Future[None]] = {}
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -131,13 +133,20 @@ class Hub:
         return task
 
     def stats(self) -> PodStats:
-        return PodStats(self.settings.advertise_url, len(self.sockets), len(self.sessions),
-                        len(self.rooms), self.draining)
+        return PodStats(
+            self.settings.advertise_url,
+            len(self.sockets),
+            len(self.sessions),
+            len(self.rooms),
+            self.draining,
+        )
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            records = [SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq)
-                       for s in self.sessions.values()]
+            records = [
+                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq)
+                for s in self.sessions.values()
+            ]
             try:
                 await self.registry.heartbeat(self.stats(), records)
                 if not self.registry_ok:
@@ -151,22 +160,23 @@ class Hub:
 
     # ---- delivery -------------------------------------------------------------------
 
-    def deliver(self, session: LocalSession, text: str, sent_at: float | None = None) -> None:
+    def deliver(
+        self, session: LocalSession, text: str, sent_at: float | None = None, n: int | None = None
+    ) -> None:
         """Stamp seq and queue for the socket; frames for a detached session are kept."""
         if session.resuming is not None:
-            session.resuming.append((len(session.resuming), text))
+            order = float("inf") if n is None else float(n)
+            session.resuming.append((order, len(session.resuming), text))
             return
         att = session.attachment
         if att is None or att.closing:
-            self.metrics.kept.inc()
-            self.spawn(self._keep(session.sid, text))
+            self.spawn(self._keep(session.sid, text, n))
             return
         if len(att.queue) >= self.limits.outbound_queue:
             # A slow consumer never stalls anyone else: it is closed, and may resume.
             log.info("slow consumer %s/%s closed", session.room, session.peer)
             self.spawn(self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "slow consumer"))
-            self.metrics.kept.inc()
-            self.spawn(self._keep(session.sid, text))
+            self.spawn(self._keep(session.sid, text, n))
             return
         session.seq += 1
         att.queue.append(splice(text, f',"seq":{session.seq}'))
@@ -175,11 +185,16 @@ class Hub:
         if att.writer is None:
             att.writer = asyncio.get_running_loop().create_task(self._write(att))
 
-    async def _keep(self, sid: str, text: str) -> None:
+    async def _keep(self, sid: str, text: str, n: int | None = None) -> None:
+        self.metrics.kept.inc()
         try:
-            await self.registry.keep(sid, text, self.limits.grace_keep)
+            mine = await self.registry.keep(sid, text, self.limits.grace_keep, n)
         except RegistryError as e:
             log.warning("could not keep a frame for %s: %s", sid, e)
+            return
+        s = self.sessions.get(sid)
+        if mine and s is not None and s.attachment is not None:
+            self.deliver(s, text)
 
     async def _write(self, att: Attachment) -> None:
         try:
@@ -212,8 +227,9 @@ class Hub:
     def local_room_members(self, room: str) -> list[LocalSession]:
         return [self.sessions[sid] for sid in self.rooms.get(room, ()) if sid in self.sessions]
 
-    def deliver_room_locally(self, room: str, text: str, exclude_sid: str,
-                             screens_only: bool) -> None:
+    def deliver_room_locally(
+        self, room: str, text: str, exclude_sid: str, screens_only: bool
+    ) -> None:
         for s in self.local_room_members(room):
             if s.sid != exclude_sid and (not screens_only or s.role == Role.SCREEN):
                 self.deliver(s, text)
@@ -222,8 +238,9 @@ class Hub:
         text = encode_frame(frame)
         self.deliver_room_locally(room, text, exclude_sid, False)
         try:
-            await self.registry.fan_out(room, text, screens_only=False, exclude_sid=exclude_sid,
-                                        replay=False)
+            await self.registry.fan_out(
+                room, text, screens_only=False, exclude_sid=exclude_sid, replay=False
+            )
         except RegistryError as e:
             log.warning("room notice for %s not fanned out: %s", room, e)
 
@@ -252,15 +269,30 @@ class Hub:
     async def on_inbox(self, msg: dict[str, Any]) -> None:
         kind = msg.get("k")
         if kind == "deliver":
-            self._inbox_deliver(str(msg.get("sid")), msg.get("text"), msg.get("t"))
+            await self._inbox_deliver(
+                str(msg.get("sid")), msg.get("text"), msg.get("t"), msg.get("n")
+            )
         elif kind == "room":
             text = msg.get("text")
-            for sid in msg.get("sids") or []:
-                self._inbox_deliver(str(sid), text, msg.get("t"))
+            sids, ns = msg.get("sids") or [], msg.get("ns") or []
+            for i, sid in enumerate(sids):
+                await self._inbox_deliver(
+                    str(sid), text, msg.get("t"), ns[i] if i < len(ns) else None
+                )
         elif kind == "takeover":
-            s = self.sessions.get(str(msg.get("sid")))
-            if s is not None and not (s.live and msg.get("pod") == self.pod_id):
+            sid, new_pod = str(msg.get("sid")), str(msg.get("pod"))
+            s = self.sessions.get(sid)
+            if s is not None and new_pod != self.pod_id:
                 await self._drop(s, CloseCode.REPLACED, "session resumed elsewhere")
+            if not msg.get("replaced"):
+                # Inbox messages are handled in order, so everything this pod held for
+                # the session has been passed on by now.
+                with contextlib.suppress(RegistryError):
+                    await self.registry.takeover_done(new_pod, sid)
+        elif kind == "takeover-done":
+            waiter = self._takeover_waits.get(str(msg.get("sid")))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         elif kind == "cmd":
             cmd = control.verify(self.settings.control_secret, msg)
             if cmd is None:
@@ -268,15 +300,17 @@ class Hub:
                 return
             await self._command(cmd)
 
-    def _inbox_deliver(self, sid: str, text: Any, sent_at: Any) -> None:
+    async def _inbox_deliver(self, sid: str, text: Any, sent_at: Any, n: Any) -> None:
         if not isinstance(text, str):
             return
+        n = n if isinstance(n, int) else None
         s = self.sessions.get(sid)
-        if s is not None:
-            self.deliver(s, text, sent_at if isinstance(sent_at, float) else None)
+        if s is not None and (s.attachment is not None or s.resuming is not None):
+            self.deliver(s, text, sent_at if isinstance(sent_at, float) else None, n)
         else:
-            # It moved or is gone: the registry forwards or keeps it.
-            self.spawn(self._keep(sid, text))
+            # Detached, moved or gone: the registry forwards or keeps it. Awaited, so that
+            # a takeover handled after this message finds it passed on.
+            await self._keep(sid, text, n)
 
     async def _drop(self, s: LocalSession, code: int, reason: str) -> None:
         """Forget a session without telling the room: it lives on elsewhere."""
@@ -298,8 +332,9 @@ class Hub:
             room, url = str(cmd.get("room")), str(cmd.get("url"))
             for s in self.local_room_members(room):
                 if s.attachment is not None:
-                    self.send_direct(s.attachment, {"type": "migrate", "url": url,
-                                                    "resume": s.resume_token})
+                    self.send_direct(
+                        s.attachment, {"type": "migrate", "url": url, "resume": s.resume_token}
+                    )
                     self.spawn(self._close_later(s, 2.0))
         elif op == "drain":
             self.spawn(self.drain())
@@ -310,8 +345,7 @@ class Hub:
         att = s.attachment
         if att is None or att.closing:
             return
-        self.send_direct(att, {"type": "reconnect", "after_ms": after_ms,
-                               "resume": s.resume_token})
+        self.send_direct(att, {"type": "reconnect", "after_ms": after_ms, "resume": s.resume_token})
         await self.close_socket(att, CloseCode.SERVICE_RESTART, "reconnect")
 
     async def _close_later(self, s: LocalSession, delay_s: float) -> None:
@@ -338,8 +372,9 @@ class Hub:
                 jobs.append(self._send_reconnect(s, random.randint(0, 500), delay))
         if jobs:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True),
-                                       self.limits.drain_s)
+                await asyncio.wait_for(
+                    asyncio.gather(*jobs, return_exceptions=True), self.limits.drain_s
+                )
         # Give the last closes a moment to reach their clients, bounded.
         deadline = time.monotonic() + 2.0
         while self.sockets and time.monotonic() < deadline:
@@ -350,8 +385,9 @@ class Hub:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
             raise web.HTTPServiceUnavailable(text="draining\n")
-        ws = web.WebSocketResponse(heartbeat=self.settings.ws_heartbeat_s,
-                                   max_msg_size=self.limits.max_frame_bytes)
+        ws = web.WebSocketResponse(
+            heartbeat=self.settings.ws_heartbeat_s, max_msg_size=self.limits.max_frame_bytes
+        )
         await ws.prepare(request)
         self.sockets.add(ws)
         att = Attachment(ws)
@@ -426,27 +462,58 @@ class Hub:
 
     async def _fresh_join(self, att: Attachment, j: Join) -> LocalSession:
         sid = secrets.token_hex(12)
-        out = await self.registry.join(sid, j.room, j.peer, j.role,
-                                       self.limits.max_peers_per_room)
+        token = make_resume_token(self.resume_secret, ResumeClaim(sid, j.room, j.peer, j.role))
+        # Indexed (holding frames) before it is registered, so that nothing sent to it
+        # between registration and `joined` is lost.
+        session = LocalSession(sid, j.room, j.peer, j.role, token, attachment=att, resuming=[])
+        old_local = self.by_peer.get((j.room, j.peer))
+        self.index(session)
+        try:
+            out = await self.registry.join(
+                sid, j.room, j.peer, j.role, self.limits.max_peers_per_room
+            )
+        except BaseException:
+            self.unindex(session)
+            if old_local is not None and old_local.sid in self.sessions:
+                self.by_peer[(j.room, j.peer)] = old_local
+            raise
         if out.replaced_sid is not None:
             old = self.sessions.get(out.replaced_sid)
             if old is not None:
                 await self._drop(old, CloseCode.REPLACED, "replaced by a new connection")
             elif out.replaced_pod:
                 await self.registry.notify_takeover(out.replaced_pod, out.replaced_sid, True)
-        token = make_resume_token(self.resume_secret, ResumeClaim(sid, j.room, j.peer, j.role))
-        session = LocalSession(sid, j.room, j.peer, j.role, token, attachment=att)
-        self.index(session)
-        self.send_direct(att, {
-            "type": "joined", "room": j.room, "peer": j.peer, "role": j.role.value,
-            "session": sid, "resume": token,
-            "peers": [{"peer": p.peer, "role": p.role} for p in out.peers],
-            "epoch": out.epoch, "offset": out.offset, "pod": self.pod_id, "resumed": False,
-            **({"id": j.id} if j.id is not None else {}),
-        })
-        await self.room_notice(j.room, {"type": "peer-joined", "peer": j.peer,
-                                        "role": j.role.value}, sid)
+        # The room hears of the peer before the peer hears `joined`: whoever it then talks
+        # to already knows it.
+        await self.room_notice(
+            j.room, {"type": "peer-joined", "peer": j.peer, "role": j.role.value}, sid
+        )
+        self.send_direct(
+            att,
+            {
+                "type": "joined",
+                "room": j.room,
+                "peer": j.peer,
+                "role": j.role.value,
+                "session": sid,
+                "resume": token,
+                "peers": [{"peer": p.peer, "role": p.role} for p in out.peers],
+                "epoch": out.epoch,
+                "offset": out.offset,
+                "pod": self.pod_id,
+                "resumed": False,
+                **({"id": j.id} if j.id is not None else {}),
+            },
+        )
+        self._release(session, [])
         return session
+
+    def _release(self, s: LocalSession, kept: list[tuple[int, str]]) -> None:
+        """End holding: kept and held frames merged by their order n, then arrival."""
+        held, s.resuming = s.resuming or [], None
+        merged = [(float(n), -1, text) for n, text in kept] + held
+        for _, _, text in sorted(merged, key=lambda h: (h[0], h[1])):
+            self.deliver(s, text)
 
     async def _resume(self, att: Attachment, j: Join) -> LocalSession | None:
         assert j.resume is not None
@@ -461,8 +528,9 @@ class Hub:
             if old_att is not None:
                 await self.close_socket(old_att, CloseCode.REPLACED, "resumed on a new connection")
         else:
-            s = LocalSession(claim.session, claim.room, claim.peer, claim.role, j.resume,
-                             attachment=att)
+            s = LocalSession(
+                claim.session, claim.room, claim.peer, claim.role, j.resume, attachment=att
+            )
             self.index(s)
         s.resuming = []
         try:
@@ -472,30 +540,52 @@ class Hub:
             raise
         if out is None:
             # Too late: the grace period is over and the room saw the peer leave.
-            held, s.resuming = s.resuming, None
+            s.resuming = None
             self.unindex(s)
             s.attachment = None
             return None
         s.seq = max(s.seq, out.seq, j.last_seq or 0)
-        held, s.resuming = s.resuming, None
-        self.send_direct(att, {
-            "type": "joined", "room": s.room, "peer": s.peer, "role": s.role.value,
-            "session": s.sid, "resume": s.resume_token, "peers": await self._peers(s),
-            "epoch": "", "offset": 0, "pod": self.pod_id, "resumed": True,
-            "kept": len(out.kept) + len(held), "dropped": out.dropped,
-            **({"id": j.id} if j.id is not None else {}),
-        })
-        for text in out.kept:
-            self.deliver(s, text)
-        for _, text in held:
-            self.deliver(s, text)
         if out.old_pod and out.old_pod != self.pod_id:
-            await self.registry.notify_takeover(out.old_pod, s.sid, False)
+            # Wait (bounded) until the old pod has passed on what it held for the session.
+            waiter = asyncio.get_running_loop().create_future()
+            self._takeover_waits[s.sid] = waiter
+            try:
+                if await self.registry.notify_takeover(out.old_pod, s.sid, False) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, 1.0)
+            except RegistryError as e:
+                log.warning("takeover notice for %s failed: %s", s.sid, e)
+            finally:
+                self._takeover_waits.pop(s.sid, None)
+        held_n = len(s.resuming or [])
+        self.send_direct(
+            att,
+            {
+                "type": "joined",
+                "room": s.room,
+                "peer": s.peer,
+                "role": s.role.value,
+                "session": s.sid,
+                "resume": s.resume_token,
+                "peers": await self._peers(s),
+                "epoch": "",
+                "offset": 0,
+                "pod": self.pod_id,
+                "resumed": True,
+                "kept": len(out.kept) + held_n,
+                "dropped": out.dropped,
+                **({"id": j.id} if j.id is not None else {}),
+            },
+        )
+        self._release(s, out.kept)
         return s
 
     async def _peers(self, s: LocalSession) -> list[dict[str, str]]:
-        return [{"peer": p.peer, "role": p.role} for p in await self.registry.members(s.room)
-                if p.peer != s.peer]
+        return [
+            {"peer": p.peer, "role": p.role}
+            for p in await self.registry.members(s.room)
+            if p.peer != s.peer
+        ]
 
     async def _detach(self, s: LocalSession) -> None:
         s.attachment = None
@@ -510,8 +600,9 @@ class Hub:
         except RegistryError as e:
             log.warning("detach of %s not registered: %s", s.sid, e)
         loop = asyncio.get_running_loop()
-        s.grace_timer = loop.call_later(self.limits.grace_s,
-                                        lambda: self.spawn(self._grace_over(s)))
+        s.grace_timer = loop.call_later(
+            self.limits.grace_s, lambda: self.spawn(self._grace_over(s))
+        )
 
     async def _grace_over(self, s: LocalSession) -> None:
         if self.sessions.get(s.sid) is not s or s.attachment is not None:
@@ -522,8 +613,9 @@ class Hub:
         except RegistryError:
             removed = True
         if removed:
-            await self.room_notice(s.room, {"type": "peer-left", "peer": s.peer,
-                                            "role": s.role.value}, s.sid)
+            await self.room_notice(
+                s.room, {"type": "peer-left", "peer": s.peer, "role": s.role.value}, s.sid
+            )
 
     async def _leave(self, s: LocalSession) -> None:
         self.unindex(s)
@@ -532,8 +624,9 @@ class Hub:
             await self.registry.remove(s.sid, s.room, s.peer)
         except RegistryError as e:
             log.warning("leave of %s not registered: %s", s.sid, e)
-        await self.room_notice(s.room, {"type": "peer-left", "peer": s.peer,
-                                        "role": s.role.value}, s.sid)
+        await self.room_notice(
+            s.room, {"type": "peer-left", "peer": s.peer, "role": s.role.value}, s.sid
+        )
 
     async def _relay(self, s: LocalSession, att: Attachment, r: Relay, received: float) -> None:
         target = self.by_peer.get((s.room, r.to))
@@ -553,16 +646,21 @@ class Hub:
                 return
             self.metrics.delivered.inc("remote")
         if not ok:
-            self.send_direct(att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room",
-                                        r.id))
+            self.send_direct(
+                att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room", r.id)
+            )
         elif r.id is not None:
             self.send_direct(att, {"type": "ack", "id": r.id})
 
     async def _room_event(self, s: LocalSession, att: Attachment, e: RoomEvent) -> None:
         try:
-            text = await self.registry.fan_out(s.room, encode_frame(e.frame),
-                                               screens_only=e.screens_only, exclude_sid=s.sid,
-                                               replay=True)
+            text = await self.registry.fan_out(
+                s.room,
+                encode_frame(e.frame),
+                screens_only=e.screens_only,
+                exclude_sid=s.sid,
+                replay=True,
+            )
         except RegistryError as err:
             log.warning("room event failed: %s", err)
             self.send_direct(att, error(ErrorCode.BAD_FRAME, "room unavailable, retry", e.id))
@@ -599,8 +697,9 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[HUB].metrics.render(),
-                        content_type="text/plain", charset="utf-8")
+    return web.Response(
+        text=request.app[HUB].metrics.render(), content_type="text/plain", charset="utf-8"
+    )
 
 
 async def _index(request: web.Request) -> web.Response:

@@ -74,7 +74,8 @@
     retryTimer = null;
     const old = ws;
     ws = null;
-    if (old && old.readyState <= WebSocket.OPEN) old.close(1001, "reconnecting");
+    // No close code: leaving is the `leave` frame, so the server keeps the session (grace).
+    if (old && old.readyState <= WebSocket.OPEN) old.close();
     state.url = url;
     setStatus(`connecting to ${url}`);
     let sock;
@@ -247,11 +248,17 @@
   function onError(msg) {
     state.errors.push({ code: msg.code, message: msg.message, id: msg.id ?? null });
     trim(state.errors);
-    if (!state.joined && sentResume && msg.code !== "rate-limited") {
-      // A refused resume that keeps the socket open: join afresh.
+    if (!state.joined && msg.code === "rate-limited") {
+      const sock = ws;
+      setTimeout(() => {
+        if (ws === sock && !state.joined) sendJoin();
+      }, 1000);
+    } else if (!state.joined && sentResume) {
+      // The resume was refused: join afresh as a new session. After `unauthorized` the
+      // server closes (1008) and onClose reconnects; otherwise the socket stays open.
       resumeToken = null;
       lastSeq = null;
-      sendJoin();
+      if (msg.code !== "unauthorized") sendJoin();
     }
     render();
   }
@@ -505,12 +512,15 @@
 
   // ---------------------------------------------------------------- chat
 
-  /** Send over every open data channel; without one, through the server as a broadcast. */
-  function sendChat(text) {
+  /**
+   * Send over every open data channel; without one (or with via "server"), through the
+   * server as a `broadcast` with topic "chat". Returns the number of data channels used.
+   */
+  function sendChat(text, via = "auto") {
     text = String(text);
     if (!text) return 0;
     let n = 0;
-    for (const e of rtc.values()) {
+    for (const e of via === "server" ? [] : rtc.values()) {
       if (e.dc && e.dc.readyState === "open") {
         e.dc.send(text);
         n += 1;
@@ -585,7 +595,7 @@
       conn.textContent = state.connections[p.peer] || "";
       const btn = document.createElement("button");
       btn.type = "button";
-      btn.textContent = rtc.has(p.peer) ? "Reconnect" : "Connect";
+      btn.textContent = rtc.has(p.peer) ? "Redial" : "Connect";
       btn.title = "open a peer-to-peer data channel (chat) with this peer";
       btn.onclick = () => {
         if (rtc.has(p.peer)) closePeer(p.peer);

@@ -1,0 +1,521 @@
+"""The Redis registry: sessions, rooms, pod inboxes and room streams shared by all pods.
+
+Every operation that must be consistent is one Lua script, so it is one round trip
+and atomic: a relay looks the peer up and publishes to its pod's inbox in one step, and
+when nobody listens on that inbox (the pod died, or the session is in its grace period)
+the frame is kept in the session's box for its resume. Key layout: ``signaling.keys``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import keys
+from .protocol import Role
+from .registry import (
+    InboxHandler,
+    JoinOutcome,
+    PeerInfo,
+    PodStats,
+    Registry,
+    RegistryError,
+    ResumeOutcome,
+    RoomFull,
+    SessionRecord,
+)
+
+log = logging.getLogger("signaling.redis")
+
+ROOM_TTL_S = 24 * 3600  # room streams and metadata outlive any one pod's members
+ROOM_STREAM_MAXLEN = 1000
+
+# Shared helpers, prepended to the scripts that route frames.
+_ROUTE_LIB = """
+-- n orders a session's frames across pods: assigned once, when a frame is first routed
+local function next_n(sid, n)
+  if n ~= nil and n ~= '' then return n end
+  return redis.call('HINCRBY', 'rw:session:' .. sid, 'n', 1)
+end
+local function keep(sid, text, keep_max, grace, n)
+  local box = 'rw:session:' .. sid .. ':box'
+  if redis.call('XLEN', box) >= keep_max then
+    redis.call('HINCRBY', 'rw:session:' .. sid, 'dropped', 1)
+  end
+  redis.call('XADD', box, 'MAXLEN', keep_max, '*', 'n', next_n(sid, n), 'f', text)
+  redis.call('EXPIRE', box, grace)
+end
+-- deliver to a session: publish to its pod when live there and listening, else keep
+local function route(sid, text, me, keep_max, grace, now, n)
+  local s = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state')
+  if not s[1] then return 0 end
+  -- live on the calling pod itself: it delivers (a resume raced the frame)
+  if s[2] == 'live' and s[1] == me then return 3 end
+  n = next_n(sid, n)
+  if s[2] == 'live' and s[1] ~= '' then
+    local msg = '{"k":"deliver","sid":"' .. sid .. '","n":' .. n .. ',"t":' .. now ..
+      ',"text":' .. cjson.encode(text) .. '}'
+    if redis.call('PUBLISH', 'rw:inbox:' .. s[1], msg) > 0 then return 1 end
+  end
+  keep(sid, text, keep_max, grace, n)
+  return 2
+end
+"""
+
+_JOIN = """
+local members, skey, psess, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sid, peer, role, room, pod = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local maxp, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local all = redis.call('HGETALL', members)
+local peers = {}
+local old_sid, old_pod, count = '', '', 0
+for i = 1, #all, 2 do
+  local p, s = all[i], all[i + 1]
+  local info = redis.call('HMGET', 'rw:session:' .. s, 'role', 'pod')
+  if not info[1] then
+    redis.call('HDEL', members, p)
+  elseif p == peer then
+    old_sid, old_pod = s, info[2] or ''
+  else
+    count = count + 1
+    table.insert(peers, p)
+    table.insert(peers, info[1])
+  end
+end
+if old_sid == '' and count >= maxp then return {-1} end
+if old_sid ~= '' then
+  redis.call('DEL', 'rw:session:' .. old_sid, 'rw:session:' .. old_sid .. ':box')
+  if old_pod ~= '' then redis.call('SREM', 'rw:pod:' .. old_pod .. ':sessions', old_sid) end
+end
+redis.call('HSET', members, peer, sid)
+redis.call('HSET', skey, 'pod', pod, 'room', room, 'peer', peer, 'role', role,
+  'state', 'live', 'seq', 0, 'n', 0)
+redis.call('EXPIRE', skey, ttl)
+redis.call('SADD', psess, sid)
+redis.call('HSETNX', meta, 'epoch', ARGV[8])
+redis.call('EXPIRE', meta, ARGV[9])
+local epoch = redis.call('HGET', meta, 'epoch')
+local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
+return {count, old_sid, old_pod, epoch, offset, peers}
+"""
+
+_RESUME = """
+local skey, box, psess, members = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sid, pod, ttl, peer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local s = redis.call('HMGET', skey, 'pod', 'seq', 'room', 'dropped')
+if not s[3] then return false end
+local old = s[1] or ''
+redis.call('HSET', skey, 'pod', pod, 'state', 'live', 'dropped', 0)
+redis.call('EXPIRE', skey, ttl)
+redis.call('SADD', psess, sid)
+if old ~= '' and old ~= pod then redis.call('SREM', 'rw:pod:' .. old .. ':sessions', sid) end
+redis.call('HSET', members, peer, sid)
+local entries = redis.call('XRANGE', box, '-', '+')
+redis.call('DEL', box)
+return {old, s[2] or '0', s[4] or '0', entries}
+"""
+
+_DETACH = """
+if redis.call('HGET', KEYS[1], 'pod') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'grace', 'seq', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_REMOVE = """
+local skey, box, members, psess = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sid, peer, me = ARGV[1], ARGV[2], ARGV[3]
+local owner = redis.call('HGET', skey, 'pod')
+if owner and owner ~= '' and owner ~= me then return 0 end
+redis.call('DEL', skey, box)
+redis.call('SREM', psess, sid)
+if redis.call('HGET', members, peer) == sid then redis.call('HDEL', members, peer) end
+return 1
+"""
+
+_SEND_TO_PEER = (
+    _ROUTE_LIB
+    + """
+local sid = redis.call('HGET', KEYS[1], ARGV[1])
+if not sid then return 0 end
+local r = route(sid, ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], '')
+if r == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return r
+"""
+)
+
+_KEEP = (
+    _ROUTE_LIB
+    + """
+return route(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7])
+"""
+)
+
+_FAN_OUT = (
+    _ROUTE_LIB
+    + """
+local members, meta, events = KEYS[1], KEYS[2], KEYS[3]
+local text, screens_only, exclude, replay = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4] == '1'
+local me, now, keep_max, grace = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local out = text
+if replay then
+  redis.call('HSETNX', meta, 'epoch', ARGV[9])
+  local epoch = redis.call('HGET', meta, 'epoch')
+  local offset = redis.call('HINCRBY', meta, 'offset', 1)
+  out = string.sub(text, 1, -2) .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+  redis.call('XADD', events, 'MAXLEN', '~', ARGV[10], '*', 'f', out)
+  redis.call('EXPIRE', events, ARGV[11])
+  redis.call('EXPIRE', meta, ARGV[11])
+end
+local all = redis.call('HGETALL', members)
+local bypod = {}
+for i = 1, #all, 2 do
+  local sid = all[i + 1]
+  if sid ~= exclude then
+    local info = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state', 'role')
+    if not info[1] then
+      redis.call('HDEL', members, all[i])
+    elseif (not screens_only or info[3] == 'screen') and info[1] ~= me then
+      if info[2] == 'live' and info[1] ~= '' then
+        bypod[info[1]] = bypod[info[1]] or {{}, {}}
+        table.insert(bypod[info[1]][1], sid)
+        table.insert(bypod[info[1]][2], next_n(sid, nil))
+      else
+        keep(sid, out, keep_max, grace, nil)
+      end
+    end
+  end
+end
+for pod, batch in pairs(bypod) do
+  local msg = '{"k":"room","t":' .. now .. ',"sids":' .. cjson.encode(batch[1]) ..
+    ',"ns":' .. cjson.encode(batch[2]) .. ',"text":' .. cjson.encode(out) .. '}'
+  if redis.call('PUBLISH', 'rw:inbox:' .. pod, msg) == 0 then
+    for i, sid in ipairs(batch[1]) do keep(sid, out, keep_max, grace, batch[2][i]) end
+  end
+end
+return out
+"""
+)
+
+_MEMBERS = """
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local role = redis.call('HGET', 'rw:session:' .. all[i + 1], 'role')
+  if role then
+    table.insert(out, all[i])
+    table.insert(out, role)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return out
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisRegistry(Registry):
+    def __init__(
+        self,
+        url: str,
+        pod_id: str,
+        *,
+        resume_secret: str | None = None,
+        keep_max: int = 256,
+        grace_s: float = 30.0,
+    ) -> None:
+        self.pod_id = pod_id
+        self.url = url
+        self.keep_max = keep_max
+        self.grace_s = max(1, round(grace_s))
+        self._resume_secret = resume_secret
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=5
+        )
+        self._join = self.redis.register_script(_JOIN)
+        self._resume = self.redis.register_script(_RESUME)
+        self._detach = self.redis.register_script(_DETACH)
+        self._remove = self.redis.register_script(_REMOVE)
+        self._send_to_peer = self.redis.register_script(_SEND_TO_PEER)
+        self._keep = self.redis.register_script(_KEEP)
+        self._fan_out = self.redis.register_script(_FAN_OUT)
+        self._members = self.redis.register_script(_MEMBERS)
+        self._listener: asyncio.Task[None] | None = None
+        self._on_inbox: InboxHandler | None = None
+        self._registered = False
+        self._subscribed = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self, on_inbox: InboxHandler) -> None:
+        self._on_inbox = on_inbox
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        # Start-up waits for Redis: a pod that cannot reach it is not ready anyway.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.redis.ping()
+                break
+            except RedisError as e:
+                if time.monotonic() > deadline:
+                    raise RegistryError(f"redis unreachable: {e}") from e
+                await asyncio.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        """Read this pod's inbox, in order; resubscribe after a lost connection."""
+        assert self._on_inbox is not None
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.inbox(self.pod_id))
+                self._subscribed.set()
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    try:
+                        payload = json.loads(msg["data"])
+                    except ValueError:
+                        continue
+                    if isinstance(payload, dict):
+                        await self._on_inbox(payload)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as e:
+                self._subscribed.clear()
+                log.warning("inbox subscription lost (%s); resubscribing", e)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(BaseException):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self.redis.ping()) and self._subscribed.is_set()
+        except RedisError:
+            return False
+
+    async def resume_secret(self) -> str:
+        if self._resume_secret is None:
+            try:
+                await self.redis.set("rw:resume-secret", secrets.token_hex(32), nx=True)
+                self._resume_secret = _s(await self.redis.get("rw:resume-secret"))
+            except RedisError as e:
+                raise RegistryError(str(e)) from e
+        return self._resume_secret
+
+    # ---- sessions ---------------------------------------------------------------------
+
+    async def _call(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys_, args=args)
+        except RedisError as e:
+            raise RegistryError(f"redis: {e}") from e
+
+    async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
+        r = await self._call(
+            self._join,
+            [
+                keys.room_members(room),
+                keys.session(sid),
+                keys.pod_sessions(self.pod_id),
+                keys.room_meta(room),
+            ],
+            [
+                sid,
+                peer,
+                role.value,
+                room,
+                self.pod_id,
+                max_peers,
+                keys.POD_TTL_S,
+                secrets.token_hex(4),
+                ROOM_TTL_S,
+            ],
+        )
+        if int(r[0]) < 0:
+            raise RoomFull(f"room {room} has {max_peers} peers")
+        flat = [_s(x) for x in r[5]]
+        peers = [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        old_sid, old_pod = _s(r[1]), _s(r[2])
+        return JoinOutcome(peers, _s(r[3]), int(r[4]), old_sid or None, old_pod or None)
+
+    async def members(self, room: str) -> list[PeerInfo]:
+        flat = [_s(x) for x in await self._call(self._members, [keys.room_members(room)], [])]
+        return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
+        r = await self._call(
+            self._resume,
+            [
+                keys.session(sid),
+                keys.session_box(sid),
+                keys.pod_sessions(self.pod_id),
+                keys.room_members(room),
+            ],
+            [sid, self.pod_id, keys.POD_TTL_S, peer],
+        )
+        if not r:
+            return None
+        entries: list[tuple[int, str]] = []
+        for _entry_id, fields in r[3]:
+            f = {_s(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
+            entries.append((int(f["n"]), _s(f["f"])))
+        entries.sort(key=lambda e: e[0])
+        return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]))
+
+    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
+        await self._call(self._detach, [keys.session(sid)], [self.pod_id, seq, self.grace_s])
+
+    async def remove(self, sid: str, room: str, peer: str) -> bool:
+        r = await self._call(
+            self._remove,
+            [
+                keys.session(sid),
+                keys.session_box(sid),
+                keys.room_members(room),
+                keys.pod_sessions(self.pod_id),
+            ],
+            [sid, peer, self.pod_id],
+        )
+        return bool(r)
+
+    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
+        r = await self._call(
+            self._keep,
+            [keys.session(sid)],
+            [
+                sid,
+                text,
+                self.pod_id,
+                grace_keep,
+                self.grace_s,
+                repr(time.time()),
+                "" if n is None else n,
+            ],
+        )
+        return int(r) == 3
+
+    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
+        r = await self._call(
+            self._send_to_peer,
+            [keys.room_members(room)],
+            [peer, text, self.pod_id, self.keep_max, self.grace_s, repr(time.time())],
+        )
+        return int(r) != 0
+
+    async def fan_out(
+        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+    ) -> str:
+        r = await self._call(
+            self._fan_out,
+            [keys.room_members(room), keys.room_meta(room), keys.room_events(room)],
+            [
+                text,
+                "1" if screens_only else "0",
+                exclude_sid,
+                "1" if replay else "0",
+                self.pod_id,
+                repr(time.time()),
+                self.keep_max,
+                self.grace_s,
+                secrets.token_hex(4),
+                ROOM_STREAM_MAXLEN,
+                ROOM_TTL_S,
+            ],
+        )
+        return _s(r)
+
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
+        msg = json.dumps({"k": "takeover", "sid": sid, "pod": self.pod_id, "replaced": replaced})
+        return await self._publish(old_pod, msg)
+
+    async def takeover_done(self, new_pod: str, sid: str) -> None:
+        await self._publish(new_pod, json.dumps({"k": "takeover-done", "sid": sid}))
+
+    async def _publish(self, pod_id: str, msg: str) -> int:
+        try:
+            return int(await self.redis.publish(keys.inbox(pod_id), msg))
+        except RedisError as e:
+            raise RegistryError(str(e)) from e
+
+    # ---- pod ------------------------------------------------------------------------
+
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
+        now = time.time()
+        try:
+            existed = await self.redis.exists(keys.pod(self.pod_id))
+            pipe = self.redis.pipeline(transaction=False)
+            if self._registered and not existed:
+                log.warning("registry lost this pod's records (Redis restart?); restoring")
+                self._restore(pipe, sessions)
+            pipe.hset(
+                keys.pod(self.pod_id),
+                mapping={
+                    "url": stats.url,
+                    "connections": stats.connections,
+                    "sessions": stats.sessions,
+                    "rooms": stats.rooms,
+                    "draining": int(stats.draining),
+                    "ts": now,
+                },
+            )
+            pipe.expire(keys.pod(self.pod_id), keys.POD_TTL_S)
+            pipe.zadd(keys.PODS, {self.pod_id: now})
+            for rec in sessions:
+                if rec.live:
+                    pipe.expire(keys.session(rec.sid), keys.POD_TTL_S)
+            pipe.expire(keys.pod_sessions(self.pod_id), keys.POD_TTL_S * 6)
+            await pipe.execute()
+            if self._resume_secret is not None:
+                await self.redis.set("rw:resume-secret", self._resume_secret, nx=True)
+            self._registered = True
+        except RedisError as e:
+            raise RegistryError(f"redis: {e}") from e
+
+    def _restore(self, pipe: Any, sessions: list[SessionRecord]) -> None:
+        for rec in sessions:
+            pipe.hset(
+                keys.session(rec.sid),
+                mapping={
+                    "pod": self.pod_id,
+                    "room": rec.room,
+                    "peer": rec.peer,
+                    "role": rec.role,
+                    "state": "live" if rec.live else "grace",
+                    "seq": rec.seq,
+                    "n": 0,
+                },
+            )
+            pipe.expire(keys.session(rec.sid), keys.POD_TTL_S if rec.live else self.grace_s)
+            pipe.sadd(keys.pod_sessions(self.pod_id), rec.sid)
+            pipe.hsetnx(keys.room_members(rec.room), rec.peer, rec.sid)
+
+    async def deregister(self) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(keys.pod(self.pod_id))
+            pipe.zrem(keys.PODS, self.pod_id)
+            await pipe.execute()
+        except RedisError as e:
+            raise RegistryError(str(e)) from e
