@@ -198,11 +198,19 @@ class Page:
         await self.send("Page.navigate", {"url": url})
         await self.wait_for("document.readyState === 'complete'", f"{url} to load", LOAD_SECONDS)
 
-    async def evaluate(self, expression: str) -> Any:
-        """Evaluate in the page (awaiting promises); return the JSON value."""
+    async def evaluate(self, expression: str, user_gesture: bool = False) -> Any:
+        """Evaluate in the page (awaiting promises); return the JSON value.
+
+        ``user_gesture``: run as if the user clicked (``getDisplayMedia`` needs that).
+        """
         reply = await self.send(
             "Runtime.evaluate",
-            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            {
+                "expression": expression,
+                "returnByValue": True,
+                "awaitPromise": True,
+                "userGesture": user_gesture,
+            },
         )
         if "exceptionDetails" in reply:
             details = reply["exceptionDetails"]

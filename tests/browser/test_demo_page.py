@@ -1,9 +1,11 @@
 """The demo page in a real browser: two pages establish a WebRTC data channel through
-the signaling server and exchange chat messages over it.
+the signaling server and exchange chat messages over it, project a screen, and survive
+being migrated to another pod.
 
 Real: headless Debian chromium (CDP), ``python -m signaling serve`` processes, Redis.
-Nothing is faked; no STUN/TURN (loopback host candidates). Every wait is a bounded poll
-on the page's ``window.roomwire`` state.
+Faked: only the captured screen (chromium's fake capture device, which also answers the
+screen-share prompt). No STUN/TURN (loopback host candidates). Every wait is a bounded
+poll on the page's ``window.roomwire`` state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 import pytest
+import redis.asyncio as aioredis
+
+from signaling import control, keys
 
 from .cdp import Browser, Page
 from .conftest import LaunchBrowser
@@ -29,6 +34,9 @@ class Pod(Protocol):
 
     @property
     def http_url(self) -> str: ...
+
+    @property
+    def ws_url(self) -> str: ...
 
 
 PodFactory = Callable[..., Pod]
@@ -98,3 +106,81 @@ async def test_two_pods_two_browsers(
     a = await open_peer(await launch_browser(), pod1.http_url, "cross-pod", "carol")
     b = await open_peer(await launch_browser(), pod2.http_url, "cross-pod", "dave")
     await connect_and_chat(a, b, "carol", "dave")
+
+
+async def test_screen_projection(start_pod: PodFactory, browser: Browser) -> None:
+    """The seed's first milestone: one tab projects its screen, the other shows it."""
+    pod = start_pod(pod_id="solo")
+    a = await open_peer(browser, pod.http_url, "projection", "alice")
+    b = await open_peer(browser, pod.http_url, "projection", "bob")
+    await b.wait_for("window.roomwire.peers.length === 1", "alice in bob's peer list", JOIN_SECONDS)
+    # getDisplayMedia needs a user gesture, as from a click on "Share screen".
+    await a.evaluate("window.roomwire.shareScreen()", user_gesture=True)
+    assert await a.evaluate("window.roomwire.state.sharing"), await a.evaluate(
+        "window.roomwire.errors"
+    )
+    size = await b.wait_for(
+        """(() => {
+            const v = document.querySelector("#videos figure[data-peer='alice'] video");
+            return v && v.videoWidth > 0 ? [v.videoWidth, v.videoHeight] : null;
+        })()""",
+        "frames of alice's screen on bob's page",
+        RTC_SECONDS,
+    )
+    assert size[0] > 0 and size[1] > 0
+    await a.evaluate("window.roomwire.stopShare()")
+    await b.wait_for(
+        "!window.roomwire.state.remoteVideos.includes('alice')",
+        "alice's screen to disappear from bob's page",
+        RTC_SECONDS,
+    )
+
+
+async def test_migrate_to_another_pod(
+    start_pod: PodFactory, redis_url: str, launch_browser: LaunchBrowser
+) -> None:
+    """An operator `migrate-room` moves a page to another pod; it resumes its session
+    there, the peer never sees it leave, and the data channel stays up meanwhile."""
+    secret = "browser-test-control-secret"
+    args = ["--control-secret", secret]
+    pod1 = start_pod(redis_url=redis_url, pod_id="pod-1", args=args)
+    pod2 = start_pod(redis_url=redis_url, pod_id="pod-2", args=args)
+    a = await open_peer(await launch_browser(), pod1.http_url, "moving", "erin")
+    b = await open_peer(await launch_browser(), pod2.http_url, "moving", "frank")
+    await connect_and_chat(a, b, "erin", "frank")
+    session = await a.evaluate("window.roomwire.state.session")
+
+    command = control.sign(secret, {"op": "migrate-room", "room": "moving", "url": pod2.ws_url})
+    client = aioredis.from_url(redis_url)
+    try:
+        assert await client.publish(keys.inbox("pod-1"), json.dumps(command)) == 1
+    finally:
+        await client.aclose()
+
+    state = await a.wait_for(
+        f"""(() => {{
+            const s = window.roomwire.state;
+            return s.joined && s.url === {js(pod2.ws_url)} ? window.roomwire.snapshot() : null;
+        }})()""",
+        "erin to resume on pod-2",
+        JOIN_SECONDS,
+    )
+    assert state["session"] == session, "the migrated page got a new session"
+    assert state["reconnects"] == 1
+    assert [p["peer"] for p in state["peers"]] == ["frank"]
+    assert state["openChannels"] == ["frank"], "the data channel dropped during migration"
+    # The resumed session is live in the room: chat through the server, both ways.
+    for sender, receiver, name in ((a, b, "erin"), (b, a, "frank")):
+        text = f"{name} after the move"
+        await sender.evaluate(f"window.roomwire.sendChat({js(text)}, 'server')")
+        got = await receiver.wait_for(
+            f"window.roomwire.received.find(m => m.text === {js(text)})",
+            f"{text!r} through the server",
+            JOIN_SECONDS,
+        )
+        assert got == {"from": name, "text": text, "via": "server"}
+    frank = await b.evaluate("window.roomwire.snapshot()")
+    assert [p["peer"] for p in frank["peers"]] == ["erin"]
+    assert frank["errors"] == [] and frank["seqGaps"] == 0
+    final = await a.evaluate("window.roomwire.snapshot()")
+    assert final["errors"] == [] and final["seqGaps"] == 0
