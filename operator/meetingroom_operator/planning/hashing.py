@@ -1,0 +1,10 @@
+"""Stable hashes for consistent hashing: the same on every process and every run."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def h64(key: str) -> int:
+    """An unsigned 64-bit hash of ``key`` (blake2b), stable across processes."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")

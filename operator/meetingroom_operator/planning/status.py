@@ -1,0 +1,105 @@
+"""MeetingRoom status and standard conditions, built from what was observed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from meetingroom_operator import constants as c
+
+
+class Condition(TypedDict):
+    type: str
+    status: str
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomObservation:
+    home: str | None
+    endpoint: str | None
+    connections: int
+    participants: int
+    active: bool
+    generation: int
+
+
+def condition(
+    previous: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now_iso: str,
+) -> Condition:
+    """A condition; ``lastTransitionTime`` is kept while the status does not change."""
+    value = "True" if status else "False"
+    last = now_iso
+    for old in previous:
+        if old.get("type") == type_ and old.get("status") == value:
+            last = str(old.get("lastTransitionTime") or now_iso)
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        lastTransitionTime=last,
+        observedGeneration=generation,
+    )
+
+
+def build_status(
+    obs: RoomObservation, previous: Sequence[Mapping[str, Any]], now_iso: str
+) -> dict[str, Any]:
+    """The full status of one MeetingRoom."""
+    placed = obs.home is not None
+    if not placed:
+        phase = c.PHASE_PENDING
+        ready = condition(
+            previous,
+            c.COND_READY,
+            False,
+            "NoPods",
+            "no signaling pod can take rooms yet",
+            obs.generation,
+            now_iso,
+        )
+    elif not obs.active:
+        phase = c.PHASE_IDLE
+        ready = condition(
+            previous,
+            c.COND_READY,
+            True,
+            "Idle",
+            f"placed on {obs.home}; outside its schedule",
+            obs.generation,
+            now_iso,
+        )
+    else:
+        phase = c.PHASE_READY
+        ready = condition(
+            previous, c.COND_READY, True, "Placed", f"home pod {obs.home}", obs.generation, now_iso
+        )
+    placed_cond = condition(
+        previous,
+        c.COND_PLACED,
+        placed,
+        "HomePodAssigned" if placed else "NoPods",
+        f"home pod {obs.home}" if placed else "waiting for a signaling pod",
+        obs.generation,
+        now_iso,
+    )
+    return {
+        "phase": phase,
+        "homePod": obs.home or "",
+        "endpoint": obs.endpoint or "",
+        "connections": obs.connections,
+        "participants": obs.participants,
+        "observedGeneration": obs.generation,
+        "conditions": [ready, placed_cond],
+    }
