@@ -148,18 +148,23 @@ class ServiceProxy:
         tmp.replace(path)
         self.ready.set()
 
-    def table(self) -> dict[str, Any]:
+    def table(self, live: bool = False) -> dict[str, Any]:
+        """Service -> its ports and listen addresses (and, if ``live``, ready endpoints)."""
         out: dict[str, Any] = {}
         for lst in list(self.listeners.values()):
             entry = out.setdefault(f"{lst.namespace}/{lst.service}", {"ports": []})
-            entry["ports"].append(
-                {
-                    "name": lst.port_name,
-                    "port": lst.port,
-                    "address": f"127.0.0.1:{lst.local_port}",
-                    "nodePort": lst.node_port,
-                }
-            )
+            port: dict[str, Any] = {
+                "name": lst.port_name,
+                "port": lst.port,
+                "address": f"127.0.0.1:{lst.local_port}",
+                "nodePort": lst.node_port,
+            }
+            if live:
+                port["ready"] = [
+                    {"ip": ip, "port": p, "pod": pod}
+                    for ip, p, pod in self.endpoints(lst.namespace, lst.service, lst.port_name)
+                ]
+            entry["ports"].append(port)
         return out
 
     def service_env(self, ns: str) -> dict[str, str]:
@@ -255,7 +260,7 @@ def _admin_handler(proxy: ServiceProxy) -> type[BaseHTTPRequestHandler]:
     class Admin(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/services":
-                body: Any = proxy.table()
+                body: Any = proxy.table(live=True)
             elif self.path == "/connections":
                 with proxy.lock:
                     body = {

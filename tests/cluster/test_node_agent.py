@@ -1,0 +1,101 @@
+"""The node agent with a tiny test image (``roomwire/devcluster-testserver``).
+
+Real: API server, controllers, the processes the agent starts. The image is a mapping
+in ``cluster/images.yaml`` to ``python -m devcluster.testserver``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from devcluster.kube import Obj
+from devcluster.pytest_plugin import KubeCluster
+
+from .objects import testserver_pod
+
+pytestmark = pytest.mark.cluster
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=3) as r:
+        return str(r.read().decode())
+
+
+def _pod(kube_cluster: KubeCluster, ns: str, name: str) -> Obj:
+    return kube_cluster.kube.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+
+
+def test_unknown_image_gets_a_warning_and_stays_pending(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    kube_cluster.require_local()
+    ns = kube_namespace
+    pod = testserver_pod(ns, "mystery", container={"image": "example/not-mapped:1"})
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", pod)
+
+    def warned() -> list[Obj]:
+        events = kube_cluster.kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
+        return [e for e in events if e["type"] == "Warning" and "not-mapped" in e["message"]]
+
+    kube_cluster.wait_for(warned, 30, "a Warning event about the unknown image")
+    status = _pod(kube_cluster, ns, "mystery")["status"]
+    assert status["phase"] == "Pending"
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+
+
+def test_pod_runs_with_its_own_ip_and_downward_api_env(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    kube_cluster.require_local()
+    ns = kube_namespace
+    for name in ("one", "two"):
+        kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, name))
+    pods = {p["metadata"]["name"]: p for p in kube_cluster.wait_ready_pods(ns, "", 2)}
+    ips = {p["status"]["podIP"] for p in pods.values()}
+    assert len(ips) == 2 and all(ip.startswith("127.0.") for ip in ips)
+    ip = pods["one"]["status"]["podIP"]
+    env = json.loads(_get(f"http://{ip}:8080/env"))
+    assert env["POD_NAME"] == "one"
+    assert env["POD_NAMESPACE"] == ns
+    assert env["POD_IP"] == env["MY_IP"] == ip
+    assert env["MY_NODE"] == "devcluster"
+    assert env["GREETING"] == f"hello {ns}"
+    assert "KUBECONFIG" in env  # the pod's service account, not the admin
+
+
+def test_crashed_container_is_restarted(kube_cluster: KubeCluster, kube_namespace: str) -> None:
+    kube_cluster.require_local()
+    ns = kube_namespace
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, "crashy"))
+    (pod,) = kube_cluster.wait_ready_pods(ns, "app=crashy", 1)
+    ip = pod["status"]["podIP"]
+    _get(f"http://{ip}:8080/exit/3")
+
+    def restarted() -> Obj | None:
+        p = _pod(kube_cluster, ns, "crashy")
+        cs = p["status"]["containerStatuses"][0]
+        ready = cs["ready"] and cs["restartCount"] == 1
+        return p if ready else None
+
+    p = kube_cluster.wait_for(restarted, 30, "the container to be restarted and Ready")
+    last = p["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 3
+    assert p["status"]["podIP"] == ip
+
+
+def test_deleted_pod_gets_sigterm_then_goes(kube_cluster: KubeCluster, kube_namespace: str) -> None:
+    kube_cluster.require_local()
+    ns = kube_namespace
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, "bye"))
+    kube_cluster.wait_ready_pods(ns, "app=bye", 1)
+    kube_cluster.kube.delete(f"/api/v1/namespaces/{ns}/pods/bye")
+
+    def gone() -> bool:
+        return kube_cluster.kube.get_or_none(f"/api/v1/namespaces/{ns}/pods/bye") is None
+
+    kube_cluster.wait_for(gone, 30, "the pod to be removed")
+    log = kube_cluster.pod_log(ns, "bye", "app")
+    assert "SIGTERM: draining" in log and "drained, exiting" in log
