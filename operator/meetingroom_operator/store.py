@@ -1,0 +1,239 @@
+"""All of the operator's Redis traffic. I/O only: reads observations, writes what the
+handlers decided. Key layout and command signing come from the workload's contract
+(``signaling.keys``, ``signaling.control``), never duplicated here.
+
+Errors surface as ``StoreError`` with the redis-py error as the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from meetingroom_operator import constants as c
+from meetingroom_operator.errors import StoreError
+from meetingroom_operator.planning.rebalance import Session
+from signaling import control, keys
+
+# Dead-pod cleanup, atomic: every session still owned by the pod goes to grace with no
+# pod (so it can resume anywhere, and nothing routes to the dead pod), then the pod's
+# heartbeat, zset entry and session set go. Returns the number of sessions turned.
+_CLEANUP = """
+local pod, grace, n = ARGV[1], tonumber(ARGV[2]), 0
+local sids = redis.call('SMEMBERS', KEYS[3])
+for _, sid in ipairs(sids) do
+  local skey = 'rw:session:' .. sid
+  if redis.call('HGET', skey, 'pod') == pod then
+    redis.call('HSET', skey, 'state', 'grace', 'pod', '')
+    redis.call('EXPIRE', skey, grace)
+    local box = skey .. ':box'
+    if redis.call('EXISTS', box) == 1 then redis.call('EXPIRE', box, grace) end
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], pod)
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pod: str
+    url: str
+    connections: int
+    sessions: int
+    rooms: int
+    draining: bool
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class InflightMove:
+    sid: str
+    source: str
+    deadline: float
+
+
+class Store:
+    """One Redis connection pool for the operator."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        )
+        self._cleanup = self.redis.register_script(_CLEANUP)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
+
+    # ---- observations ----------------------------------------------------------------
+
+    async def heartbeats(self) -> dict[str, Heartbeat]:
+        """Pods with a live heartbeat (their ``rw:pod:{pod}`` hash still exists)."""
+        try:
+            pods = [str(p) for p in await self.redis.zrange(keys.PODS, 0, -1)]
+            pipe = self.redis.pipeline(transaction=False)
+            for pod in pods:
+                pipe.hgetall(keys.pod(pod))
+            rows = await pipe.execute()
+        except RedisError as e:
+            raise StoreError(f"reading heartbeats: {e}") from e
+        out: dict[str, Heartbeat] = {}
+        for pod, row in zip(pods, rows, strict=True):
+            if not row:
+                continue
+            out[pod] = Heartbeat(
+                pod=pod,
+                url=str(row.get("url", "")),
+                connections=_int(row.get("connections")),
+                sessions=_int(row.get("sessions")),
+                rooms=_int(row.get("rooms")),
+                draining=str(row.get("draining", "0")) == "1",
+                ts=_float(row.get("ts")),
+            )
+        return out
+
+    async def live_sessions(self, pods: Iterable[str]) -> list[Session]:
+        """Live sessions of ``pods`` (the session hash must name the pod and be live)."""
+        pods = list(pods)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for pod in pods:
+                pipe.smembers(keys.pod_sessions(pod))
+            sets = await pipe.execute()
+            pairs = [(pod, sid) for pod, sids in zip(pods, sets, strict=True) for sid in sids]
+            pipe = self.redis.pipeline(transaction=False)
+            for _, sid in pairs:
+                pipe.hmget(keys.session(sid), "pod", "room", "role", "state")
+            rows = await pipe.execute()
+        except RedisError as e:
+            raise StoreError(f"reading sessions: {e}") from e
+        out: list[Session] = []
+        for (pod, sid), (owner, room, role, state) in zip(pairs, rows, strict=True):
+            if owner == pod and state == "live" and room:
+                out.append(Session(sid, pod, room, role or "participant"))
+        return out
+
+    async def participants(self, rooms: Iterable[str]) -> dict[str, int]:
+        rooms = list(rooms)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for room in rooms:
+                pipe.hlen(keys.room_members(room))
+            counts = await pipe.execute()
+        except RedisError as e:
+            raise StoreError(f"reading room members: {e}") from e
+        return {r: int(n) for r, n in zip(rooms, counts, strict=True)}
+
+    # ---- placement (the operator is its only writer) ---------------------------------
+
+    async def placement(self) -> dict[str, str]:
+        try:
+            raw = await self.redis.hgetall(keys.PLACEMENT)
+            return {str(k): str(v) for k, v in raw.items()}
+        except RedisError as e:
+            raise StoreError(f"reading placement: {e}") from e
+
+    async def write_placement(self, homes: Mapping[str, str], removed: Iterable[str] = ()) -> None:
+        removed = list(removed)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            if homes:
+                mapping: dict[Any, Any] = dict(homes)
+                pipe.hset(keys.PLACEMENT, mapping=mapping)
+            if removed:
+                pipe.hdel(keys.PLACEMENT, *removed)
+            if homes or removed:
+                await pipe.execute()
+        except RedisError as e:
+            raise StoreError(f"writing placement: {e}") from e
+
+    # ---- commands to pods ------------------------------------------------------------
+
+    async def command(self, secret: str, pod: str, cmd: Mapping[str, Any]) -> int:
+        """Publish a signed command on ``pod``'s inbox; returns the number of listeners."""
+        message = control.sign(secret, dict(cmd))
+        try:
+            return int(await self.redis.publish(keys.inbox(pod), json.dumps(message)))
+        except RedisError as e:
+            raise StoreError(f"publishing to {pod}: {e}") from e
+
+    # ---- dead pods -------------------------------------------------------------------
+
+    async def clean_dead_pod(self, pod: str, grace_ttl_s: int) -> int:
+        try:
+            n = await self._cleanup(
+                keys=[keys.pod(pod), keys.PODS, keys.pod_sessions(pod)],
+                args=[pod, grace_ttl_s],
+            )
+        except RedisError as e:
+            raise StoreError(f"cleaning up {pod}: {e}") from e
+        return int(n)
+
+    # ---- moves in flight (survive an operator restart) -------------------------------
+
+    async def inflight(self) -> dict[str, InflightMove]:
+        try:
+            raw = await self.redis.hgetall(c.INFLIGHT_MOVES)
+        except RedisError as e:
+            raise StoreError(f"reading moves in flight: {e}") from e
+        out: dict[str, InflightMove] = {}
+        for sid, text in raw.items():
+            try:
+                data = json.loads(text)
+                out[str(sid)] = InflightMove(str(sid), str(data["from"]), float(data["until"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    async def add_inflight(self, moves: Mapping[str, str], until: float) -> None:
+        """Record moves (sid -> source pod) before their commands are sent."""
+        if not moves:
+            return
+        mapping: dict[Any, Any] = {
+            sid: json.dumps({"from": src, "until": until}) for sid, src in moves.items()
+        }
+        try:
+            await self.redis.hset(c.INFLIGHT_MOVES, mapping=mapping)
+        except RedisError as e:
+            raise StoreError(f"recording moves: {e}") from e
+
+    async def drop_inflight(self, sids: Iterable[str]) -> None:
+        sids = list(sids)
+        if not sids:
+            return
+        try:
+            await self.redis.hdel(c.INFLIGHT_MOVES, *sids)
+        except RedisError as e:
+            raise StoreError(f"clearing moves: {e}") from e
+
+
+def now() -> float:
+    return time.time()
+
+
+def _int(v: object) -> int:
+    try:
+        return int(float(str(v)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(v: object) -> float:
+    try:
+        return float(str(v))
+    except (TypeError, ValueError):
+        return 0.0
