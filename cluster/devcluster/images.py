@@ -68,7 +68,11 @@ class ImageMap:
         self._load()
         name = image_name(image)
         for rule in self._rules:
-            if fnmatch.fnmatchcase(name, rule.image) or fnmatch.fnmatchcase(image, rule.image):
+            if (
+                fnmatch.fnmatchcase(name, rule.image)
+                or fnmatch.fnmatchcase(name, "*/" + rule.image)
+                or fnmatch.fnmatchcase(image, rule.image)
+            ):
                 return rule
         return None
 

@@ -418,7 +418,7 @@ class PodWorker:
             "users": [
                 {
                     "name": f"system:serviceaccount:{self.ns}:{sa}",
-                    "user": {"tokenFile": str(sa_dir / "token")},
+                    "user": {"token": token},
                 }
             ],
             "contexts": [
