@@ -210,6 +210,34 @@ def _local(state_dir: Path) -> KubeCluster:
     )
 
 
+def _clean_stale_sessions() -> None:
+    """Stop clusters left by pytest sessions that died without their teardown."""
+    for state in control_plane.DEFAULT_STATE.glob("pytest-*"):
+        pid = state.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            try:
+                control_plane.down(state, say=lambda m: None)
+            except control_plane.ClusterError:
+                continue
+            import shutil
+
+            shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` deselection
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Build missing binaries before any test runs, outside every test's timeout."""
+    if os.environ.get("ROOMWIRE_CLUSTER", "local") != "local":
+        return
+    if any(item.get_closest_marker("cluster") for item in items):
+        try:
+            control_plane.binaries(build=True, say=lambda m: print(f"[devcluster] {m}"))
+        except control_plane.ClusterError as e:
+            print(f"[devcluster] {e}")
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     mode = os.environ.get("ROOMWIRE_CLUSTER", "local")
@@ -222,6 +250,7 @@ def kube_cluster() -> Iterator[KubeCluster]:
             pytest.fail("ROOMWIRE_CLUSTER=running, but no cluster is up: run `make cluster-up`")
         yield _local(state)
         return
+    _clean_stale_sessions()
     state = control_plane.DEFAULT_STATE / f"pytest-{os.getpid()}"
     try:
         control_plane.up(state, say=lambda m: print(f"[devcluster] {m}", flush=True))

@@ -8,6 +8,10 @@ session never starts two clusters).
 import sys
 
 if "devcluster.pytest_plugin" not in sys.modules:
-    from devcluster.pytest_plugin import kube_cluster, kube_namespace
+    from devcluster.pytest_plugin import (
+        kube_cluster,
+        kube_namespace,
+        pytest_collection_modifyitems,
+    )
 
-    __all__ = ["kube_cluster", "kube_namespace"]
+    __all__ = ["kube_cluster", "kube_namespace", "pytest_collection_modifyitems"]
