@@ -281,6 +281,8 @@ class PodWorker:
         self.containers: list[Container] = []
         self.last_status: Obj | None = None
         self.unknown_image_reported: set[str] = set()
+        self.pending_reason: tuple[str, str] = ("ContainerCreating", "")
+        self._last_sent = ""
         self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid[:8]}"
         self.thread = threading.Thread(
             target=self._run, name=f"pod {self.ns}/{self.name}", daemon=True
@@ -358,6 +360,7 @@ class PodWorker:
             self.ip = self.agent.ips.allocate()
         self.dir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self._service_account_kubeconfig(pod)
+        containers = []
         for spec in specs:
             c = Container(
                 spec,
@@ -366,8 +369,13 @@ class PodWorker:
                 / "pods"
                 / f"{self.ns}_{self.name}_{spec['name']}.log",
             )
-            c.env = self._env(pod, spec, kubeconfig)
-            self.containers.append(c)
+            try:
+                c.env = self._env(pod, spec, kubeconfig)
+            except (ValueError, KeyError, ApiError, OSError) as e:
+                self.pending_reason = ("CreateContainerConfigError", str(e))
+                return False
+            containers.append(c)
+        self.containers = containers
         return True
 
     def _service_account_kubeconfig(self, pod: Obj) -> str | None:
@@ -728,7 +736,7 @@ class PodWorker:
         if self.containers:
             statuses = [c.status() for c in self.containers]
         else:
-            reason, msg = getattr(self, "pending_reason", ("ContainerCreating", ""))
+            reason, msg = self.pending_reason
             statuses = [
                 {
                     "name": c["name"],
@@ -764,7 +772,7 @@ class PodWorker:
             },
             sort_keys=True,
         )
-        if comparable == getattr(self, "_last_sent", None):
+        if comparable == self._last_sent:
             return
         try:
             self.kube.patch(self.path + "/status", {"status": status}, kind="strategic")
