@@ -21,7 +21,6 @@ class Config:
     control_secret: str
     namespace: str = "default"
     deployment: str = "signaling"
-    pod_selector: str = "app.kubernetes.io/name=signaling"
     signaling_port: int = 8080
     # scaling
     scaling_enabled: bool = True
@@ -89,7 +88,6 @@ class Config:
             ),
             (len(self.control_secret) >= 16, "ROOMWIRE_CONTROL_SECRET needs >= 16 characters"),
             (bool(self.namespace), "ROOMWIRE_NAMESPACE is empty"),
-            ("=" in self.pod_selector, "ROOMWIRE_POD_SELECTOR must look like key=value"),
             (0 < self.signaling_port < 65536, "ROOMWIRE_SIGNALING_PORT out of range"),
             (self.per_pod > 0, "ROOMWIRE_PER_POD must be > 0"),
             (
@@ -119,11 +117,6 @@ class Config:
             if not ok:
                 p.append(message)
         return p
-
-    @property
-    def selector_pair(self) -> tuple[str, str]:
-        key, _, value = self.pod_selector.partition("=")
-        return key.strip(), value.strip()
 
 
 def _parse(kind: type[T], raw: str) -> object:
