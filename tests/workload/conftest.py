@@ -62,8 +62,9 @@ async def clients() -> AsyncIterator[Callable[..., Client]]:
         await c.close()
 
 
-async def joined(make: Callable[..., Client], url: str, room: str, peer: str,
-                 role: str = "participant") -> Client:
+async def joined(
+    make: Callable[..., Client], url: str, room: str, peer: str, role: str = "participant"
+) -> Client:
     c = make(url)
     await c.connect()
     await c.join(room, peer, role)

@@ -30,25 +30,48 @@ TABLE: list[tuple[str, bool, str, str]] = [
     ("type not a string", True, '{"type": 5}', "bad-frame"),
     ("unknown type", True, '{"type": "teleport"}', "unknown-type"),
     ("offer before join", False, '{"type": "offer", "to": "bob", "data": {}}', "not-joined"),
-    ("broadcast before join", False, '{"type": "broadcast", "topic": "chat", "data": 1}',
-     "not-joined"),
-    ("second join", True, '{"type": "join", "room": "r", "peer": "x", "role": "participant"}',
-     "already-joined"),
-    ("join without room", False, '{"type": "join", "peer": "x", "role": "participant"}',
-     "bad-frame"),
-    ("join with a bad role", False, '{"type": "join", "room": "r", "peer": "x", "role": "god"}',
-     "bad-frame"),
-    ("join with a bad peer id", False,
-     '{"type": "join", "room": "r", "peer": "../x", "role": "participant"}', "bad-frame"),
+    (
+        "broadcast before join",
+        False,
+        '{"type": "broadcast", "topic": "chat", "data": 1}',
+        "not-joined",
+    ),
+    (
+        "second join",
+        True,
+        '{"type": "join", "room": "r", "peer": "x", "role": "participant"}',
+        "already-joined",
+    ),
+    (
+        "join without room",
+        False,
+        '{"type": "join", "peer": "x", "role": "participant"}',
+        "bad-frame",
+    ),
+    (
+        "join with a bad role",
+        False,
+        '{"type": "join", "room": "r", "peer": "x", "role": "god"}',
+        "bad-frame",
+    ),
+    (
+        "join with a bad peer id",
+        False,
+        '{"type": "join", "room": "r", "peer": "../x", "role": "participant"}',
+        "bad-frame",
+    ),
     ("offer without to", True, '{"type": "offer", "data": {"sdp": "x"}}', "bad-frame"),
     ("offer with to a number", True, '{"type": "offer", "to": 3, "data": {}}', "bad-frame"),
-    ("offer with data a string", True, '{"type": "offer", "to": "bob", "data": "x"}',
-     "bad-frame"),
+    ("offer with data a string", True, '{"type": "offer", "to": "bob", "data": "x"}', "bad-frame"),
     ("candidate without data", True, '{"type": "candidate", "to": "bob"}', "bad-frame"),
     ("broadcast without topic", True, '{"type": "broadcast", "data": 1}', "bad-frame"),
     ("id of a bad type", True, '{"type": "ping", "id": [1]}', "bad-frame"),
-    ("relay to an unknown peer", True, '{"type": "offer", "to": "nobody", "data": {}}',
-     "unknown-peer"),
+    (
+        "relay to an unknown peer",
+        True,
+        '{"type": "offer", "to": "nobody", "data": {}}',
+        "unknown-peer",
+    ),
     ("control from a participant", True, '{"type": "control", "data": {"a": 1}}', "forbidden"),
 ]
 
@@ -97,9 +120,7 @@ async def test_error_echoes_the_frame_id(pods: Pods, clients: Callable[..., Clie
     assert err["id"] == "q-9"
 
 
-async def test_oversized_frame_closes_with_1009(
-    pods: Pods, clients: Callable[..., Client]
-) -> None:
+async def test_oversized_frame_closes_with_1009(pods: Pods, clients: Callable[..., Client]) -> None:
     x = await joined(clients, pods.url_a, "bystanders", "x")
     y = await joined(clients, pods.url_b, "bystanders", "y")
     c = await joined(clients, pods.url_a, "big", "alice")
@@ -156,8 +177,12 @@ SECRET = "test-secret"
 
 
 def _token(**claims: Any) -> str:
-    base: dict[str, Any] = {"room": "secure", "peer": "alice", "role": "participant",
-                            "exp": time.time() + 60}
+    base: dict[str, Any] = {
+        "room": "secure",
+        "peer": "alice",
+        "role": "participant",
+        "exp": time.time() + 60,
+    }
     base.update(claims)
     return tokens.encode(base, SECRET)
 
@@ -167,8 +192,12 @@ def _token(**claims: Any) -> str:
     [
         ("missing", None),
         ("garbage", "not.a.jwt"),
-        ("bad signature", tokens.encode({"room": "secure", "peer": "alice",
-                                         "role": "participant"}, "other-secret")),
+        (
+            "bad signature",
+            tokens.encode(
+                {"room": "secure", "peer": "alice", "role": "participant"}, "other-secret"
+            ),
+        ),
         ("expired", "EXPIRED"),
         ("other room", "OTHER_ROOM"),
         ("other role", "OTHER_ROLE"),
@@ -178,15 +207,22 @@ async def test_bad_tokens_are_refused_with_1008(
     start_pod: PodFactory, clients: Callable[..., Client], name: str, token: str | None
 ) -> None:
     pod = start_pod(args=["--token-secret", SECRET])
-    token = {"EXPIRED": _token(exp=time.time() - 1), "OTHER_ROOM": _token(room="elsewhere"),
-             "OTHER_ROLE": _token(role="controller")}.get(token or "", token)
+    token = {
+        "EXPIRED": _token(exp=time.time() - 1),
+        "OTHER_ROOM": _token(room="elsewhere"),
+        "OTHER_ROLE": _token(role="controller"),
+    }.get(token or "", token)
     good = clients(pod.ws_url)
     await good.connect()
     await good.join("secure", "bob", token=_token(peer="bob"))
     c = clients(pod.ws_url)
     await c.connect()
-    frame: dict[str, Any] = {"type": "join", "room": "secure", "peer": "alice",
-                             "role": "participant"}
+    frame: dict[str, Any] = {
+        "type": "join",
+        "room": "secure",
+        "peer": "alice",
+        "role": "participant",
+    }
     if token is not None:
         frame["token"] = token
     await c.send_raw(json.dumps(frame))

@@ -45,6 +45,7 @@ class Client:
         self.session_id = ""
         self.resume_token: str | None = None
         self.last_seq = 0
+        self.last_rn = 0
         self.joined: Frame = {}
         self.close_code: int | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -70,6 +71,9 @@ class Client:
                     seq = frame.get("seq")
                     if isinstance(seq, int):
                         self.last_seq = max(self.last_seq, seq)
+                    rn = frame.get("rn")
+                    if isinstance(rn, int):
+                        self.last_rn = max(self.last_rn, rn)
                     self.inbox.put_nowait(frame)
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
@@ -78,14 +82,15 @@ class Client:
             self._closed.set()
 
     async def send(self, frame: Frame) -> None:
-        if self.ws is None or self.ws.closed:
-            raise Closed(self.close_code)
-        await self.ws.send_str(json.dumps(frame, separators=(",", ":")))
+        await self.send_raw(json.dumps(frame, separators=(",", ":")))
 
     async def send_raw(self, text: str) -> None:
-        if self.ws is None:
-            raise Closed(None)
-        await self.ws.send_str(text)
+        if self.ws is None or self.ws.closed:
+            raise Closed(self.close_code)
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError) as e:
+            raise Closed(self.close_code) from e
 
     async def recv(self, timeout: float = 5.0) -> Frame:
         get = asyncio.ensure_future(self.inbox.get())
@@ -144,6 +149,7 @@ class Client:
             "role": self.role,
             "resume": self.resume_token,
             "last_seq": self.last_seq,
+            "last_rn": self.last_rn,
         }
         await self.send(frame)
         return await self._await_joined(timeout)

@@ -16,6 +16,11 @@ Keys (``{x}`` is a value):
   expires when its grace period ends.
 - ``rw:session:{sid}:box`` stream: frames kept for a session that is not attached to a
   listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume.
+- ``rw:session:{sid}:recent`` list of ``"{seq}:{frame}"``: the last frames sent on a
+  connection that dropped, re-sent on resume past the client's ``last_seq``.
+- ``rw:session:{sid}:routed`` list of ``"{n}:{frame}"``: the last frames published to
+  the session's pod; if that pod dies with them in flight, a resume re-sends those past
+  the client's ``last_rn``.
 - ``rw:room:{room}:members`` hash: peer id -> session id.
 - ``rw:room:{room}:events`` stream of replayable room events; ``rw:room:{room}:meta``
   hash with ``epoch``.
@@ -61,6 +66,14 @@ def session(sid: str) -> str:
 
 def session_box(sid: str) -> str:
     return f"rw:session:{sid}:box"
+
+
+def session_recent(sid: str) -> str:
+    return f"rw:session:{sid}:recent"
+
+
+def session_routed(sid: str) -> str:
+    return f"rw:session:{sid}:routed"
 
 
 def room_members(room: str) -> str:

@@ -105,6 +105,7 @@ class Join:
     role: Role
     resume: str | None
     last_seq: int | None
+    last_rn: int | None
     id: str | int | None
 
 
@@ -182,6 +183,13 @@ def _req_str(frame: Frame, key: str, pattern: re.Pattern[str] | None = None) -> 
     value = _opt_str(frame, key, pattern)
     if value is None:
         raise _Bad(ErrorCode.BAD_FRAME, f"field '{key}' is missing")
+    return value
+
+
+def _opt_count(frame: Frame, key: str) -> int | None:
+    value = frame.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise _Bad(ErrorCode.BAD_FRAME, f"field '{key}' must be a non-negative integer")
     return value
 
 
@@ -329,11 +337,8 @@ class Connection:
         except ValueError:
             raise _Bad(ErrorCode.BAD_FRAME, f"unknown role '{role_text[:40]}'") from None
         resume = _opt_str(frame, "resume")
-        last_seq = frame.get("last_seq")
-        if last_seq is not None and (
-            isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0
-        ):
-            raise _Bad(ErrorCode.BAD_FRAME, "field 'last_seq' must be a non-negative integer")
+        last_seq = _opt_count(frame, "last_seq")
+        last_rn = _opt_count(frame, "last_rn")
         if self.token_secret:
             token = frame.get("token")
             if not isinstance(token, str):
@@ -349,7 +354,7 @@ class Connection:
             ):
                 raise _Bad(ErrorCode.UNAUTHORIZED, "token does not match room, peer and role")
         self.joining = True
-        return [Join(room, peer, role, resume, last_seq, frame_id)]
+        return [Join(room, peer, role, resume, last_seq, last_rn, frame_id)]
 
 
 # ---- resume tokens -------------------------------------------------------------------

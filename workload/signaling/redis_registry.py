@@ -53,6 +53,14 @@ local function keep(sid, text, keep_max, grace, n)
   redis.call('XADD', box, 'MAXLEN', keep_max, '*', 'n', next_n(sid, n), 'f', text)
   redis.call('EXPIRE', box, grace)
 end
+-- the last frames published to a session's pod: if that pod dies with them in flight,
+-- a resume finds them here (the client says which it got with last_rn)
+local function routed(sid, n, text, grace)
+  local key = 'rw:session:' .. sid .. ':routed'
+  redis.call('LPUSH', key, n .. ':' .. text)
+  redis.call('LTRIM', key, 0, 63)
+  redis.call('EXPIRE', key, grace)
+end
 -- deliver to a session: publish to its pod when live there and listening, else keep
 local function route(sid, text, me, keep_max, grace, now, n)
   local s = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state')
@@ -63,7 +71,10 @@ local function route(sid, text, me, keep_max, grace, now, n)
   if s[2] == 'live' and s[1] ~= '' then
     local msg = '{"k":"deliver","sid":"' .. sid .. '","n":' .. n .. ',"t":' .. now ..
       ',"text":' .. cjson.encode(text) .. '}'
-    if redis.call('PUBLISH', 'rw:inbox:' .. s[1], msg) > 0 then return 1 end
+    if redis.call('PUBLISH', 'rw:inbox:' .. s[1], msg) > 0 then
+      routed(sid, n, text, grace)
+      return 1
+    end
   end
   keep(sid, text, keep_max, grace, n)
   return 2
@@ -119,14 +130,22 @@ redis.call('SADD', psess, sid)
 if old ~= '' and old ~= pod then redis.call('SREM', 'rw:pod:' .. old .. ':sessions', sid) end
 redis.call('HSET', members, peer, sid)
 local entries = redis.call('XRANGE', box, '-', '+')
-redis.call('DEL', box)
-return {old, s[2] or '0', s[4] or '0', entries}
+local recent = redis.call('LRANGE', KEYS[5], 0, -1)
+local routed = {}
+if tonumber(ARGV[5]) >= 0 then routed = redis.call('LRANGE', KEYS[6], 0, -1) end
+redis.call('DEL', box, KEYS[5], KEYS[6])
+return {old, s[2] or '0', s[4] or '0', entries, recent, routed}
 """
 
 _DETACH = """
 if redis.call('HGET', KEYS[1], 'pod') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'grace', 'seq', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+if #ARGV > 3 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
 return 1
 """
 
@@ -135,7 +154,7 @@ local skey, box, members, psess = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sid, peer, me = ARGV[1], ARGV[2], ARGV[3]
 local owner = redis.call('HGET', skey, 'pod')
 if owner and owner ~= '' and owner ~= me then return 0 end
-redis.call('DEL', skey, box)
+redis.call('DEL', skey, box, skey .. ':recent', skey .. ':routed')
 redis.call('SREM', psess, sid)
 if redis.call('HGET', members, peer) == sid then redis.call('HDEL', members, peer) end
 return 1
@@ -199,6 +218,8 @@ for pod, batch in pairs(bypod) do
     ',"ns":' .. cjson.encode(batch[2]) .. ',"text":' .. cjson.encode(out) .. '}'
   if redis.call('PUBLISH', 'rw:inbox:' .. pod, msg) == 0 then
     for i, sid in ipairs(batch[1]) do keep(sid, out, keep_max, grace, batch[2][i]) end
+  else
+    for i, sid in ipairs(batch[1]) do routed(sid, batch[2][i], out, grace) end
   end
 end
 return out
@@ -364,7 +385,9 @@ class RedisRegistry(Registry):
         flat = [_s(x) for x in await self._call(self._members, [keys.room_members(room)], [])]
         return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
+    async def resume(
+        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+    ) -> ResumeOutcome | None:
         r = await self._call(
             self._resume,
             [
@@ -372,8 +395,10 @@ class RedisRegistry(Registry):
                 keys.session_box(sid),
                 keys.pod_sessions(self.pod_id),
                 keys.room_members(room),
+                keys.session_recent(sid),
+                keys.session_routed(sid),
             ],
-            [sid, self.pod_id, keys.POD_TTL_S, peer],
+            [sid, self.pod_id, keys.POD_TTL_S, peer, -1 if last_rn is None else last_rn],
         )
         if not r:
             return None
@@ -382,10 +407,29 @@ class RedisRegistry(Registry):
             f = {_s(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
             entries.append((int(f["n"]), _s(f["f"])))
         entries.sort(key=lambda e: e[0])
-        return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]))
+        recent = []
+        for item in r[4]:
+            seq, _, text = _s(item).partition(":")
+            recent.append((int(seq), text))
+        # Published to the old pod but maybe never delivered: past the client's last_rn.
+        seen = {n for n, _ in entries}
+        for item in r[5]:
+            n_text, _, text = _s(item).partition(":")
+            n = int(n_text)
+            if last_rn is not None and n > last_rn and n not in seen:
+                entries.append((n, text))
+                seen.add(n)
+        entries.sort(key=lambda e: e[0])
+        return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]), recent)
 
-    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
-        await self._call(self._detach, [keys.session(sid)], [self.pod_id, seq, self.grace_s])
+    async def detach(
+        self, sid: str, seq: int, grace_s: float, recent: list[tuple[int, str]]
+    ) -> None:
+        await self._call(
+            self._detach,
+            [keys.session(sid), keys.session_recent(sid)],
+            [self.pod_id, seq, self.grace_s, *(f"{q}:{t}" for q, t in recent)],
+        )
 
     async def remove(self, sid: str, room: str, peer: str) -> bool:
         r = await self._call(
@@ -450,8 +494,9 @@ class RedisRegistry(Registry):
         msg = json.dumps({"k": "takeover", "sid": sid, "pod": self.pod_id, "replaced": replaced})
         return await self._publish(old_pod, msg)
 
-    async def takeover_done(self, new_pod: str, sid: str) -> None:
-        await self._publish(new_pod, json.dumps({"k": "takeover-done", "sid": sid}))
+    async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
+        msg = {"k": "takeover-done", "sid": sid, "recent": recent}
+        await self._publish(new_pod, json.dumps(msg))
 
     async def _publish(self, pod_id: str, msg: str) -> int:
         try:

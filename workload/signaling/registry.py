@@ -50,6 +50,8 @@ class ResumeOutcome:
     kept: list[tuple[int, str]]  # (order n, encoded frame), in the order they were sent
     old_pod: str
     dropped: int = 0
+    # Frames sent just before the connection dropped, already stamped: (seq, text).
+    recent: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,25 @@ class Registry(ABC):
     async def members(self, room: str) -> list[PeerInfo]: ...
 
     @abstractmethod
-    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
-        """Attach the session to this pod and hand over what was kept; None if it is gone."""
+    async def resume(
+        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+    ) -> ResumeOutcome | None:
+        """Attach the session to this pod and hand over what was kept; None if it is gone.
+
+        ``last_rn`` is the highest route number the client received: frames routed to
+        the session's old pod after it are handed over too (the pod may have died with
+        them in flight).
+        """
 
     @abstractmethod
-    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
-        """The session's connection is gone: keep the session for the grace period."""
+    async def detach(
+        self, sid: str, seq: int, grace_s: float, recent: list[tuple[int, str]]
+    ) -> None:
+        """The session's connection is gone: keep the session for the grace period.
+
+        ``recent`` are the last frames sent on the lost connection; the client may not
+        have received them, so a resume re-sends those past the client's ``last_seq``.
+        """
 
     @abstractmethod
     async def remove(self, sid: str, room: str, peer: str) -> bool:
@@ -136,8 +151,11 @@ class Registry(ABC):
         """Tell the session's previous pod to let it go; how many pods listened."""
 
     @abstractmethod
-    async def takeover_done(self, new_pod: str, sid: str) -> None:
-        """Tell the session's new pod that every frame this pod held for it was passed on."""
+    async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
+        """Tell the session's new pod that every frame this pod held for it was passed on.
+
+        ``recent`` are the last frames this pod sent the session (see ``detach``).
+        """
 
     @abstractmethod
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
@@ -175,6 +193,7 @@ class MemoryRegistry(Registry):
         self._kept: dict[str, deque[str]] = {}
         self._dropped: dict[str, int] = {}
         self._seq: dict[str, int] = {}
+        self._recent: dict[str, list[tuple[int, str]]] = {}
         self._secret = secrets.token_hex(32)
 
     async def start(self, on_inbox: InboxHandler) -> None:
@@ -204,21 +223,33 @@ class MemoryRegistry(Registry):
         r = self._rooms.get(room)
         return [PeerInfo(p, m.role) for p, m in r.members.items()] if r else []
 
-    async def resume(self, sid: str, room: str, peer: str, role: Role) -> ResumeOutcome | None:
+    async def resume(
+        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+    ) -> ResumeOutcome | None:
         r = self._rooms.get(room)
         m = r.members.get(peer) if r else None
         if m is None or m.sid != sid:
             return None
         kept = list(enumerate(self._kept.pop(sid, ())))
-        return ResumeOutcome(self._seq.pop(sid, 0), kept, self.pod_id, self._dropped.pop(sid, 0))
+        return ResumeOutcome(
+            self._seq.pop(sid, 0),
+            kept,
+            self.pod_id,
+            self._dropped.pop(sid, 0),
+            self._recent.pop(sid, []),
+        )
 
-    async def detach(self, sid: str, seq: int, grace_s: float) -> None:
+    async def detach(
+        self, sid: str, seq: int, grace_s: float, recent: list[tuple[int, str]]
+    ) -> None:
         self._seq[sid] = seq
+        self._recent[sid] = list(recent)
 
     async def remove(self, sid: str, room: str, peer: str) -> bool:
         self._kept.pop(sid, None)
         self._seq.pop(sid, None)
         self._dropped.pop(sid, None)
+        self._recent.pop(sid, None)
         r = self._rooms.get(room)
         if r is None or peer not in r.members or r.members[peer].sid != sid:
             return False
@@ -253,7 +284,7 @@ class MemoryRegistry(Registry):
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
         return 0
 
-    async def takeover_done(self, new_pod: str, sid: str) -> None:
+    async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
         return None
 
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:

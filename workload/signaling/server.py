@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import secrets
 import time
 from collections import deque
@@ -55,6 +56,8 @@ from .tokens import TokenError
 
 log = logging.getLogger("signaling")
 
+RECENT_FRAMES = 32
+
 
 @dataclass(eq=False)
 class Attachment:
@@ -79,6 +82,9 @@ class LocalSession:
     # and merged by n with the frames kept elsewhere, so the peer sees them in order.
     resuming: list[tuple[float, int, str]] | None = None
     grace_timer: asyncio.TimerHandle | None = None
+    # The last frames sent, stamped: a dropped connection may have lost them in flight,
+    # so a resume re-sends those past the client's last_seq.
+    recent: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
 
     @property
     def live(self) -> bool:
@@ -104,7 +110,7 @@ class Hub:
             lambda: len(self.sockets), lambda: len(self.sessions), lambda: len(self.rooms)
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._takeover_waits: dict[str, asyncio.Future[None]] = {}
+        self._takeover_waits: dict[str, asyncio.Future[list[tuple[int, str]]]] = {}
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -179,7 +185,12 @@ class Hub:
             self.spawn(self._keep(session.sid, text, n))
             return
         session.seq += 1
-        att.queue.append(splice(text, f',"seq":{session.seq}'))
+        # rn: the frame's place in the session's cross-pod order (see last_rn on resume)
+        stamped = splice(
+            text, f',"seq":{session.seq}' if n is None else f',"rn":{n},"seq":{session.seq}'
+        )
+        session.recent.append((session.seq, stamped))
+        att.queue.append(stamped)
         if sent_at is not None:
             self.metrics.relay_latency.observe(max(0.0, time.time() - sent_at))
         if att.writer is None:
@@ -282,17 +293,20 @@ class Hub:
         elif kind == "takeover":
             sid, new_pod = str(msg.get("sid")), str(msg.get("pod"))
             s = self.sessions.get(sid)
+            recent: list[tuple[int, str]] = []
             if s is not None and new_pod != self.pod_id:
+                recent = list(s.recent)
                 await self._drop(s, CloseCode.REPLACED, "session resumed elsewhere")
             if not msg.get("replaced"):
                 # Inbox messages are handled in order, so everything this pod held for
                 # the session has been passed on by now.
                 with contextlib.suppress(RegistryError):
-                    await self.registry.takeover_done(new_pod, sid)
+                    await self.registry.takeover_done(new_pod, sid, recent)
         elif kind == "takeover-done":
             waiter = self._takeover_waits.get(str(msg.get("sid")))
             if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+                items = msg.get("recent") or []
+                waiter.set_result([(int(q), str(t)) for q, t in items])
         elif kind == "cmd":
             cmd = control.verify(self.settings.control_secret, msg)
             if cmd is None:
@@ -534,7 +548,9 @@ class Hub:
             self.index(s)
         s.resuming = []
         try:
-            out = await self.registry.resume(claim.session, claim.room, claim.peer, claim.role)
+            out = await self.registry.resume(
+                claim.session, claim.room, claim.peer, claim.role, j.last_rn
+            )
         except BaseException:
             s.resuming = None
             raise
@@ -544,19 +560,31 @@ class Hub:
             self.unindex(s)
             s.attachment = None
             return None
-        s.seq = max(s.seq, out.seq, j.last_seq or 0)
+        recent = {q: t for q, t in [*out.recent, *s.recent]}
         if out.old_pod and out.old_pod != self.pod_id:
             # Wait (bounded) until the old pod has passed on what it held for the session.
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[list[tuple[int, str]]] = (
+                asyncio.get_running_loop().create_future()
+            )
             self._takeover_waits[s.sid] = waiter
             try:
                 if await self.registry.notify_takeover(out.old_pod, s.sid, False) > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter, 1.0)
+                        recent.update(await asyncio.wait_for(waiter, 1.0))
             except RegistryError as e:
                 log.warning("takeover notice for %s failed: %s", s.sid, e)
             finally:
                 self._takeover_waits.pop(s.sid, None)
+        # Frames sent on the lost connection that the client says it did not get.
+        resend = (
+            sorted((q, t) for q, t in recent.items() if q > j.last_seq)
+            if j.last_seq is not None
+            else []
+        )
+        s.seq = max(s.seq, out.seq, j.last_seq or 0, *(q for q in recent))
+        # A frame re-sent from the lost connection keeps its seq; drop its routed copy.
+        resent_rn = {rn for _, t in resend if (rn := _rn_of(t)) is not None}
+        kept = [(n, t) for n, t in out.kept if n not in resent_rn]
         held_n = len(s.resuming or [])
         self.send_direct(
             att,
@@ -577,7 +605,13 @@ class Hub:
                 **({"id": j.id} if j.id is not None else {}),
             },
         )
-        self._release(s, out.kept)
+        s.recent.clear()
+        for q, t in resend:
+            s.recent.append((q, t))
+            att.queue.append(t)
+        if resend and att.writer is None:
+            att.writer = asyncio.get_running_loop().create_task(self._write(att))
+        self._release(s, kept)
         return s
 
     async def _peers(self, s: LocalSession) -> list[dict[str, str]]:
@@ -592,11 +626,11 @@ class Hub:
         if self.draining or s.sid not in self.sessions:
             # Draining: the session waits for its peer in the registry, not here.
             with contextlib.suppress(RegistryError):
-                await self.registry.detach(s.sid, s.seq, self.limits.grace_s)
+                await self.registry.detach(s.sid, s.seq, self.limits.grace_s, list(s.recent))
             self.unindex(s)
             return
         try:
-            await self.registry.detach(s.sid, s.seq, self.limits.grace_s)
+            await self.registry.detach(s.sid, s.seq, self.limits.grace_s, list(s.recent))
         except RegistryError as e:
             log.warning("detach of %s not registered: %s", s.sid, e)
         loop = asyncio.get_running_loop()
@@ -668,6 +702,14 @@ class Hub:
         self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
         if e.id is not None:
             self.send_direct(att, {"type": "ack", "id": e.id})
+
+
+_RN = re.compile(r',"rn":(\d+),"seq":\d+}$')
+
+
+def _rn_of(stamped: str) -> int | None:
+    m = _RN.search(stamped)
+    return int(m.group(1)) if m else None
 
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

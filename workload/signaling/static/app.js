@@ -16,7 +16,8 @@
   const PING_EVERY_MS = 15000;
   const MAX_BACKOFF_MS = 5000;
   const MAX_QUEUED = 256;
-  const MAX_KEPT = 500; // entries kept in received / errors / log
+  const MAX_KEPT = 500; // entries kept in received / errors / gaps
+  const RETIRE_MS = 5000; // a replaced socket is closed by then at the latest
 
   /** Everything a test may want to look at; plain data only. */
   const state = {
@@ -37,7 +38,9 @@
     status: "not connected",
     url: "",
     reconnects: 0,
-    seqGaps: 0,
+    seqGaps: 0, // relayed frames whose seq was not the last one + 1 (gaps or repeats)
+    gaps: [], // [{expected, got, type}]
+    repeats: 0, // relayed frames received again (seq already seen), dropped
     rttMs: null,
     closed: null, // {code, reason} of the last close
   };
@@ -72,10 +75,8 @@
   function connect(url) {
     clearTimeout(retryTimer);
     retryTimer = null;
-    const old = ws;
+    retire(ws);
     ws = null;
-    // No close code: leaving is the `leave` frame, so the server keeps the session (grace).
-    if (old && old.readyState <= WebSocket.OPEN) old.close();
     state.url = url;
     setStatus(`connecting to ${url}`);
     let sock;
@@ -156,7 +157,7 @@
     render();
   }
 
-  function onFrame(text) {
+  function onFrame(text, retired = false) {
     let msg;
     try {
       msg = JSON.parse(text);
@@ -164,8 +165,19 @@
       return localError("bad-json", "the server sent a frame that is not JSON");
     }
     if (!msg || typeof msg.type !== "string") return;
+    if (retired && ["joined", "error", "ping", "pong", "reconnect", "migrate"].includes(msg.type)) {
+      return; // about the old connection only
+    }
     if (typeof msg.seq === "number") {
-      if (lastSeq !== null && msg.seq !== lastSeq + 1) state.seqGaps += 1;
+      if (lastSeq !== null && msg.seq <= lastSeq) {
+        state.repeats += 1; // delivered twice (old and new connection): handled once
+        return;
+      }
+      if (lastSeq !== null && msg.seq !== lastSeq + 1) {
+        state.seqGaps += 1;
+        state.gaps.push({ expected: lastSeq + 1, got: msg.seq, type: msg.type });
+        trim(state.gaps);
+      }
       lastSeq = msg.seq;
     }
     switch (msg.type) {
@@ -281,6 +293,21 @@
     state.reconnects += 1;
     connect(toWsUrl(msg.url));
     render();
+  }
+
+  /**
+   * A socket being replaced (migrate, reconnect) may still carry frames the server sent
+   * before it handed the session over: keep reading them, drop repeats by `seq`, and close
+   * it if the server has not done so after a while. No close code: leaving is the `leave`
+   * frame, so the server keeps the session for its resume.
+   */
+  function retire(sock) {
+    if (!sock || sock.readyState > WebSocket.OPEN) return;
+    sock.onmessage = (ev) => onFrame(ev.data, true);
+    sock.onclose = null;
+    setTimeout(() => {
+      if (sock.readyState <= WebSocket.OPEN) sock.close();
+    }, RETIRE_MS);
   }
 
   /** Stop treating the current socket's close as a failure: a planned reconnect follows. */
