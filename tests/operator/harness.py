@@ -1,0 +1,209 @@
+"""Helpers for the operator's cluster tests and benchmark: the shipped manifests
+adapted to a test namespace, and clients that follow ``reconnect``/``migrate`` frames.
+
+Nothing is faked: manifests come from ``manifests/`` and ``crds/`` (built by the
+pinned kubectl's kustomize), pods are real signaling processes run by the node agent,
+the operator is the real kopf operator, Redis is a real ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from signaling.client import Client, ClientError, Closed
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "rtc.roomwire.io_meetingrooms.yaml"
+SECRET = "test-control-secret-0123456789abcdef"
+Obj = dict[str, Any]
+
+# Operator settings for tests: fast loops, short windows.
+FAST_OPERATOR_ENV = {
+    "ROOMWIRE_INTERVAL_S": "0.5",
+    "ROOMWIRE_STATUS_INTERVAL_S": "1",
+    "ROOMWIRE_SKEW_PERSIST_S": "2",
+    "ROOMWIRE_SKEW_THRESHOLD": "1.10",
+    "ROOMWIRE_MOVE_WINDOW_MS": "3000",
+    "ROOMWIRE_MOVE_TIMEOUT_S": "15",
+    "ROOMWIRE_METRICS_PORT": "0",
+    "ROOMWIRE_BUFFER_PODS": "0",
+    "ROOMWIRE_MIN_REPLICAS": "1",
+}
+
+
+def kustomize(kubectl: Callable[..., Any], path: Path) -> list[Obj]:
+    out = kubectl("kustomize", str(path)).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _env(container: Obj, name: str, value: str | None) -> None:
+    env = [e for e in container.get("env") or [] if e["name"] != name]
+    if value is not None:
+        env.append({"name": name, "value": value})
+    container["env"] = env
+
+
+def in_namespace(objs: list[Obj], ns: str) -> list[Obj]:
+    out = []
+    for o in copy.deepcopy(objs):
+        if o["kind"] in ("Namespace", "CustomResourceDefinition"):
+            continue
+        o["metadata"]["namespace"] = ns
+        for s in o.get("subjects") or []:
+            s["namespace"] = ns
+        out.append(o)
+    return out
+
+
+def workload_objects(
+    objs: list[Obj], ns: str, redis_url: str, replicas: int, drain_s: float = 5
+) -> list[Obj]:
+    """The shipped workload for a test: the test's Redis instead of the Redis pod."""
+    out = []
+    for o in in_namespace(objs, ns):
+        name = o["metadata"]["name"]
+        if name == "redis":
+            continue
+        if o["kind"] == "Secret":
+            o["stringData"] = {"control-secret": SECRET}
+        if o["kind"] == "Deployment" and name == "signaling":
+            o["spec"]["replicas"] = replicas
+            pod = o["spec"]["template"]["spec"]
+            pod["terminationGracePeriodSeconds"] = int(drain_s) + 10
+            c = pod["containers"][0]
+            _env(c, "SIGNALING_REDIS_URL", redis_url)
+            _env(c, "SIGNALING_DRAIN_S", str(drain_s))
+            _env(c, "SIGNALING_LOG_LEVEL", "WARNING")
+        out.append(o)
+    return out
+
+
+def operator_objects(objs: list[Obj], ns: str, redis_url: str, env: dict[str, str]) -> list[Obj]:
+    out = []
+    for o in in_namespace(objs, ns):
+        if o["kind"] == "Deployment":
+            c = o["spec"]["template"]["spec"]["containers"][0]
+            _env(c, "ROOMWIRE_REDIS_URL", redis_url)
+            for k, v in {**FAST_OPERATOR_ENV, **env}.items():
+                _env(c, k, v)
+        out.append(o)
+    return out
+
+
+def room(ns: str, name: str, capacity: int, **spec: Any) -> Obj:
+    return {
+        "apiVersion": "rtc.roomwire.io/v1alpha1",
+        "kind": "MeetingRoom",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"capacity": capacity, **spec},
+    }
+
+
+# ---- clients that follow the operator's moves ------------------------------------------
+
+
+@dataclass
+class Follower:
+    """A client that, on ``reconnect``, resumes through ``service_url`` after ``after_ms``
+    and, on ``migrate``, resumes at the given URL. Counts the moves it was told to make
+    and keeps every relayed ``n`` it received, per sender."""
+
+    client: Client
+    service_url: str
+    room: str
+    peer: str
+    moves: int = 0
+    received: dict[str, list[int]] = field(default_factory=dict)
+    resumes: int = 0
+    errors: list[str] = field(default_factory=list)
+    acked: set[str] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self) -> None:
+        self.ready.set()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self.client.recv(timeout=3600)
+            except Closed:
+                # Closed without a move order (e.g. the pod died): resume via the Service.
+                await self._resume(self.service_url, 200)
+                continue
+            except TimeoutError:
+                continue
+            kind = frame.get("type")
+            if kind == "reconnect":
+                self.moves += 1
+                await self._resume(self.service_url, int(frame.get("after_ms", 0)))
+            elif kind == "migrate":
+                self.moves += 1
+                await self._resume(str(frame["url"]), 0)
+            elif kind == "ack":
+                self.acked.add(str(frame.get("id")))
+            elif kind == "candidate":
+                data = frame.get("data") or {}
+                self.received.setdefault(str(frame.get("from")), []).append(int(data["n"]))
+
+    async def _resume(self, url: str, after_ms: int) -> None:
+        self.ready.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.wait_closed(), max(after_ms / 1000, 0) + 5)
+        await asyncio.sleep(after_ms / 1000)
+        for attempt in range(40):
+            try:
+                await self.client.resume(url, timeout=5)
+                self.resumes += 1
+                self.ready.set()
+                return
+            except (ClientError, OSError, TimeoutError) as e:
+                self.errors.append(f"{type(e).__name__}: {e}")
+                await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
+        raise AssertionError(f"{self.peer} could not resume: {self.errors[-3:]}")
+
+    async def send_n(self, to: str, n: int, timeout: float = 30) -> None:
+        """Relay ``n`` to ``to`` until the server acknowledges it (resent across moves;
+        the receiver deduplicates)."""
+        fid = f"{self.peer}-{n}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.wait_for(self.ready.wait(), max(deadline - time.monotonic(), 0.01))
+            try:
+                await self.client.relay("candidate", to, {"n": n}, frame_id=fid)
+            except (Closed, ConnectionError, RuntimeError):
+                await asyncio.sleep(0.05)
+                continue
+            ack_by = time.monotonic() + 3
+            while time.monotonic() < ack_by and fid not in self.acked:
+                await asyncio.sleep(0.02)
+            if fid in self.acked:
+                return
+        raise AssertionError(f"{self.peer} could not send {n}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        await self.client.close()
+
+
+def counts_by_pod(sessions: list[tuple[str, str]]) -> Counter[str]:
+    return Counter(pod for _, pod in sessions)
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)[:3000]
