@@ -10,6 +10,7 @@ poll on the page's ``window.roomwire`` state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Protocol
@@ -22,6 +23,7 @@ from signaling import control, keys
 
 from .cdp import Browser, Page
 from .conftest import LaunchBrowser
+from .service import Service
 
 pytestmark = pytest.mark.browser
 
@@ -38,17 +40,27 @@ class Pod(Protocol):
     @property
     def ws_url(self) -> str: ...
 
+    @property
+    def port(self) -> int: ...
+
+    def terminate(self, timeout: float = 30) -> int: ...
+
 
 PodFactory = Callable[..., Pod]
 
 
-def page_url(base: str, room: str, peer: str) -> str:
-    query = urlencode({"room": room, "peer": peer, "role": "participant", "autostart": "1"})
-    return f"{base}/?{query}"
+def page_url(base: str, room: str, peer: str, ws: str | None = None) -> str:
+    """The demo page at ``base``; ``ws``: connect there instead of ``base``'s ``/ws``."""
+    query = {"room": room, "peer": peer, "role": "participant", "autostart": "1"}
+    if ws is not None:
+        query["ws"] = ws
+    return f"{base}/?{urlencode(query)}"
 
 
-async def open_peer(browser: Browser, base: str, room: str, peer: str) -> Page:
-    page = await browser.new_page(page_url(base, room, peer))
+async def open_peer(
+    browser: Browser, base: str, room: str, peer: str, ws: str | None = None
+) -> Page:
+    page = await browser.new_page(page_url(base, room, peer, ws))
     await page.wait_for("window.roomwire && window.roomwire.joined", f"{peer} joined", JOIN_SECONDS)
     return page
 
@@ -85,7 +97,7 @@ async def connect_and_chat(a: Page, b: Page, name_a: str, name_b: str) -> None:
     for page in (a, b):
         state = await page.evaluate("window.roomwire.snapshot()")
         assert state["errors"] == [], state["errors"]
-        assert state["seqGaps"] == 0
+        assert (state["seqGaps"], state["repeats"]) == (0, 0), state["gaps"]
         assert set(state["connections"].values()) == {"connected"}
 
 
@@ -169,9 +181,14 @@ async def test_migrate_to_another_pod(
     assert state["reconnects"] == 1
     assert [p["peer"] for p in state["peers"]] == ["frank"]
     assert state["openChannels"] == ["frank"], "the data channel dropped during migration"
-    # The resumed session is live in the room: chat through the server, both ways.
-    for sender, receiver, name in ((a, b, "erin"), (b, a, "frank")):
-        text = f"{name} after the move"
+    await chat_through_server(a, b, "erin", "frank")
+
+
+async def chat_through_server(a: Page, b: Page, name_a: str, name_b: str) -> None:
+    """Both sessions are live in the room: chat relayed by the server, both ways, and
+    nothing went missing or twice (no errors, no gaps in ``seq``)."""
+    for sender, receiver, name in ((a, b, name_a), (b, a, name_b)):
+        text = f"{name}, relayed by the server"
         await sender.evaluate(f"window.roomwire.sendChat({js(text)}, 'server')")
         got = await receiver.wait_for(
             f"window.roomwire.received.find(m => m.text === {js(text)})",
@@ -179,8 +196,42 @@ async def test_migrate_to_another_pod(
             JOIN_SECONDS,
         )
         assert got == {"from": name, "text": text, "via": "server"}
-    frank = await b.evaluate("window.roomwire.snapshot()")
-    assert [p["peer"] for p in frank["peers"]] == ["erin"]
-    assert frank["errors"] == [] and frank["seqGaps"] == 0
-    final = await a.evaluate("window.roomwire.snapshot()")
-    assert final["errors"] == [] and final["seqGaps"] == 0
+    for page, other in ((a, name_b), (b, name_a)):
+        state = await page.evaluate("window.roomwire.snapshot()")
+        assert [p["peer"] for p in state["peers"]] == [other]
+        assert state["errors"] == [], state["errors"]
+        assert (state["seqGaps"], state["repeats"]) == (0, 0), state["gaps"]
+
+
+async def test_drain_reconnects_through_the_service(
+    start_pod: PodFactory, redis_url: str, launch_browser: LaunchBrowser
+) -> None:
+    """SIGTERM on a page's pod: the page gets `reconnect`, comes back through the Service
+    to the other pod with its resume token, keeps its session, and its peer never sees
+    it leave; the data channel is untouched by the signaling hiccup."""
+    pod1 = start_pod(redis_url=redis_url, pod_id="pod-1", args=["--drain", "2"])
+    pod2 = start_pod(redis_url=redis_url, pod_id="pod-2", args=["--drain", "2"])
+    service = await Service([("127.0.0.1", pod1.port), ("127.0.0.1", pod2.port)]).start()
+    try:
+        a = await open_peer(
+            await launch_browser(), pod1.http_url, "draining", "gina", ws=service.ws_url
+        )
+        b = await open_peer(await launch_browser(), pod2.http_url, "draining", "hal")
+        assert service.routed == [pod1.port]
+        await connect_and_chat(a, b, "gina", "hal")
+        session = await a.evaluate("window.roomwire.state.session")
+
+        code = await asyncio.to_thread(pod1.terminate, 30)
+        assert code == 0, f"pod-1 exited with {code}"
+        await a.wait_for(
+            "window.roomwire.state.joined && window.roomwire.state.reconnects >= 1",
+            "gina to resume through the Service",
+            JOIN_SECONDS,
+        )
+        assert service.routed[-1] == pod2.port
+        state = await a.evaluate("window.roomwire.snapshot()")
+        assert state["session"] == session, "the page got a new session"
+        assert state["openChannels"] == ["hal"], "the data channel dropped during the drain"
+        await chat_through_server(a, b, "gina", "hal")
+    finally:
+        await service.close()
