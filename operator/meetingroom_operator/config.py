@@ -48,6 +48,7 @@ class Config:
     interval_s: float = 1.0
     status_interval_s: float = 5.0
     metrics_port: int = 9090
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

@@ -56,7 +56,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
         raise kopf.TemporaryError(f"start-up observation failed: {e}", delay=2) from e
     state.pods_synced.set()
     if cfg.metrics_port:
-        state.metrics_runner = await serve(state.metrics, cfg.metrics_port)
+        state.metrics_runner = await serve(state.metrics, cfg.metrics_port, cfg.metrics_host)
     memo.state = state
     state.spawn(balance.run(state))
     log.info(
