@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate-limited"
     ROOM_FULL = "room-full"
+    UNAVAILABLE = "unavailable"  # the registry cannot be reached: nothing was accepted
 
 
 class CloseCode(IntEnum):

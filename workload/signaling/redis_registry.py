@@ -276,6 +276,7 @@ class RedisRegistry(Registry):
         self._on_inbox: InboxHandler | None = None
         self._registered = False
         self._subscribed = asyncio.Event()
+        self._ever_subscribed = False
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -309,6 +310,10 @@ class RedisRegistry(Registry):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.inbox(self.pod_id))
+                if self._ever_subscribed:
+                    # Frames routed while nobody listened were kept: fetch them now.
+                    await self._on_inbox({"k": "resubscribed"})
+                self._ever_subscribed = True
                 self._subscribed.set()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
@@ -422,6 +427,20 @@ class RedisRegistry(Registry):
         entries.sort(key=lambda e: e[0])
         return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]), recent)
 
+    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xrange(keys.session_box(sid))
+            pipe.delete(keys.session_box(sid))
+            entries, _ = await pipe.execute()
+        except RedisError as e:
+            raise RegistryError(str(e)) from e
+        out = []
+        for _entry_id, fields in entries:
+            f = {_s(k): v for k, v in fields.items()}
+            out.append((int(f["n"]), _s(f["f"])))
+        return sorted(out)
+
     async def detach(
         self, sid: str, seq: int, grace_s: float, recent: list[tuple[int, str]]
     ) -> None:
@@ -509,6 +528,8 @@ class RedisRegistry(Registry):
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
         now = time.time()
         try:
+            if not self._subscribed.is_set():
+                raise RegistryError("inbox not subscribed")
             existed = await self.redis.exists(keys.pod(self.pod_id))
             pipe = self.redis.pipeline(transaction=False)
             if self._registered and not existed:

@@ -120,6 +120,10 @@ class Registry(ABC):
         """
 
     @abstractmethod
+    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
+        """Frames kept for a session that is live here after all (the inbox was down)."""
+
+    @abstractmethod
     async def remove(self, sid: str, room: str, peer: str) -> bool:
         """Remove the session and its membership; False if another pod owns it now."""
 
@@ -244,6 +248,9 @@ class MemoryRegistry(Registry):
     ) -> None:
         self._seq[sid] = seq
         self._recent[sid] = list(recent)
+
+    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
+        return list(enumerate(self._kept.pop(sid, ())))
 
     async def remove(self, sid: str, room: str, peer: str) -> bool:
         self._kept.pop(sid, None)

@@ -302,6 +302,8 @@ class Hub:
                 # the session has been passed on by now.
                 with contextlib.suppress(RegistryError):
                     await self.registry.takeover_done(new_pod, sid, recent)
+        elif kind == "resubscribed":
+            self.spawn(self._recover_kept())
         elif kind == "takeover-done":
             waiter = self._takeover_waits.get(str(msg.get("sid")))
             if waiter is not None and not waiter.done():
@@ -325,6 +327,19 @@ class Hub:
             # Detached, moved or gone: the registry forwards or keeps it. Awaited, so that
             # a takeover handled after this message finds it passed on.
             await self._keep(sid, text, n)
+
+    async def _recover_kept(self) -> None:
+        """After the inbox was down, deliver what was kept for sessions live here."""
+        for s in list(self.sessions.values()):
+            if s.attachment is None or s.resuming is not None:
+                continue
+            try:
+                kept = await self.registry.take_kept(s.sid)
+            except RegistryError as e:
+                log.warning("could not recover kept frames: %s", e)
+                return
+            for _, text in kept:
+                self.deliver(s, text)
 
     async def _drop(self, s: LocalSession, code: int, reason: str) -> None:
         """Forget a session without telling the room: it lives on elsewhere."""
@@ -468,7 +483,7 @@ class Hub:
         except RegistryError as e:
             conn.join_refused()
             log.warning("join failed: %s", e)
-            self.send_direct(att, error(ErrorCode.BAD_FRAME, "registry unavailable, retry", j.id))
+            self.send_direct(att, error(ErrorCode.UNAVAILABLE, "registry unavailable, retry", j.id))
             await self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "registry unavailable")
             return None
         conn.join_accepted(session.room, session.peer, session.role)
@@ -676,7 +691,9 @@ class Hub:
                 ok = await self.registry.send_to_peer(s.room, r.to, text)
             except RegistryError as e:
                 log.warning("relay failed: %s", e)
-                self.send_direct(att, error(ErrorCode.BAD_FRAME, "relay unavailable, retry", r.id))
+                self.send_direct(
+                    att, error(ErrorCode.UNAVAILABLE, "relay unavailable, retry", r.id)
+                )
                 return
             self.metrics.delivered.inc("remote")
         if not ok:
@@ -697,7 +714,7 @@ class Hub:
             )
         except RegistryError as err:
             log.warning("room event failed: %s", err)
-            self.send_direct(att, error(ErrorCode.BAD_FRAME, "room unavailable, retry", e.id))
+            self.send_direct(att, error(ErrorCode.UNAVAILABLE, "room unavailable, retry", e.id))
             return
         self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
         if e.id is not None:

@@ -132,6 +132,12 @@
       setStatus(`left (close ${ev.code})`);
       return render();
     }
+    if (ev.code === 4001 || ev.code === 4003) {
+      // 4001: this peer joined again on another connection (another tab); 4003: abuse.
+      wantConnected = false;
+      setStatus(`closed by the server (${ev.code} ${ev.reason || ""}); not reconnecting`);
+      return render();
+    }
     if (ev.code === 1008) {
       if (sentResume) {
         // The resume token was refused: join afresh as a new session.

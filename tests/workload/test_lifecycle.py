@@ -1,0 +1,106 @@
+"""Lifecycle against real processes: Redis restarts, drain on SIGTERM, readiness.
+
+Real pods, a real Redis that the test stops and starts again on the same port, and
+real SIGTERM to a pod process. Waits are bounded polls on observable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+import redis
+
+from signaling import keys
+from signaling.client import Client
+from tests.conftest import PodFactory, RedisServer, wait_until
+
+from .conftest import joined
+
+
+async def test_redis_restart_service_comes_back_and_registry_is_restored(
+    redis_server: RedisServer,
+    redis_url: str,
+    start_pod: PodFactory,
+    clients: Callable[..., Client],
+) -> None:
+    p1 = start_pod(redis_url, "pod-1", wait_ready=False)
+    p2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_until(lambda: p1.ready() and p2.ready(), 20, "both pods ready")
+    a = await joined(clients, p1.ws_url, "restart", "alice")
+    b = await joined(clients, p2.ws_url, "restart", "bob")
+    await a.recv_until(lambda f: f["type"] == "peer-joined")
+
+    redis_server.stop()  # data is not persisted: Redis comes back empty
+    wait_until(lambda: not p1.ready() and not p2.ready(), 10, "pods to report not ready")
+    # While Redis is away a cross-pod relay is refused clearly, never silently dropped.
+    await a.relay("offer", "bob", {"x": 0}, frame_id="during")
+    err = await a.recv_until(lambda f: f["type"] in ("error", "ack"), timeout=10)
+    assert err["type"] == "error" and err["code"] == "unavailable" and err["id"] == "during"
+
+    redis_server.start()
+    t0 = time.monotonic()
+    wait_until(lambda: p1.ready() and p2.ready(), 15, "pods ready again")
+    r = redis.Redis.from_url(redis_url)
+    wait_until(
+        lambda: (
+            r.hget(keys.room_members("restart"), "alice") is not None
+            and r.hget(keys.room_members("restart"), "bob") is not None
+        ),
+        15,
+        "room membership restored",
+    )
+    recovered = time.monotonic() - t0
+    assert recovered < 10, recovered
+    # Relay across pods works again, both ways, on the same connections.
+    await a.relay("offer", "bob", {"x": 1}, frame_id="after")
+    reply = await a.recv_until(lambda f: f["type"] in ("ack", "error"))
+    assert reply["type"] == "ack", reply
+    assert (await b.recv_until(lambda f: f["type"] == "offer"))["data"] == {"x": 1}
+    await b.relay("answer", "alice", {"y": 1})
+    assert (await a.recv_until(lambda f: f["type"] == "answer"))["data"] == {"y": 1}
+    assert p1.proc.poll() is None and p2.proc.poll() is None
+    r.close()
+
+
+async def test_drain_on_sigterm(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    draining = start_pod(redis_url, "pod-1", args=["--drain", "3"], wait_ready=False)
+    other = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_until(lambda: draining.ready() and other.ready(), 20, "both pods ready")
+    watcher = await joined(clients, other.ws_url, "drain", "watcher")
+    peers = [await joined(clients, draining.ws_url, "drain", f"p{i}") for i in range(8)]
+
+    sent_at = time.monotonic()
+    draining.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: draining.get("/readyz")[0] == 503, 2, "/readyz to fail at once")
+
+    async def reconnect(c: Client) -> tuple[float, int | None]:
+        frame = await c.recv_until(lambda f: f["type"] == "reconnect", timeout=10)
+        assert frame["resume"] == c.resume_token and isinstance(frame["after_ms"], int)
+        got = time.monotonic() - sent_at
+        code = await c.wait_closed(5)
+        return got, code
+
+    results = await asyncio.gather(*(reconnect(c) for c in peers))
+    assert all(code == 1012 for _, code in results)
+    times = sorted(t for t, _ in results)
+    assert times[-1] - times[0] > 0.3, f"reconnects not spread: {times}"
+    assert times[-1] < 3.5
+    # Each client comes back elsewhere as the same session.
+    for c in peers:
+        reply = await c.resume(other.ws_url)
+        assert reply["resumed"] is True
+    wait_until(lambda: draining.proc.poll() is not None, 10, "the draining pod to exit")
+    assert draining.proc.returncode == 0
+    r = redis.Redis.from_url(redis_url)
+    assert not r.exists(keys.pod("pod-1"))
+    assert r.zscore(keys.PODS, "pod-1") is None
+    r.close()
+    # The room never saw anyone leave.
+    await watcher.send({"type": "ping"})
+    first = await watcher.recv_until(lambda f: f["type"] in ("pong", "peer-left"))
+    assert first["type"] == "pong"
