@@ -191,6 +191,7 @@ def up(
 ) -> ClusterInfo:
     """Start everything; return once the API is ready, the Node Ready and the proxy serving."""
     t0 = time.monotonic()
+    state_dir = state_dir.resolve()
     if is_up(state_dir):
         say(f"already up: {state_dir / 'kubeconfig'}")
         return ClusterInfo.load(state_dir)
@@ -307,7 +308,7 @@ def up(
         env = dict(os.environ)
         env["DEVCLUSTER_KUBE_VERSION"] = kube_version
         _, agent = spawn("node-agent", [
-            sys.executable, "-m", "devcluster", "agent", "--state", str(state_dir),
+            sys.executable, "-m", "devcluster", "--state", str(state_dir), "agent",
         ], logs / "node-agent.log", env=env, cwd=REPO_ROOT)  # fmt: skip
         procs.append(agent)
         save(server)
@@ -351,6 +352,7 @@ def up(
 
 def down(state_dir: Path = DEFAULT_STATE, say: Callable[[str], None] = print) -> None:
     """Stop what ``up`` started (node agent and its pods first), by recorded PID only."""
+    state_dir = state_dir.resolve()
     state_file = state_dir / "state.json"
     if not state_file.exists():
         say("not running")
