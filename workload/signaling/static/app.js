@@ -641,7 +641,15 @@
     const errors = $("errors");
     errors.replaceChildren();
     if (!state.errors.length) errors.append(item("none", "empty"));
-    for (const err of state.errors.slice(-8)) errors.append(item(`${err.code}: ${err.message}`, ""));
+    // The same error in a row (an offer and its candidates to a gone peer) shows once.
+    const shown = [];
+    for (const err of state.errors) {
+      const text = `${err.code}: ${err.message}`;
+      const last = shown[shown.length - 1];
+      if (last && last.text === text) last.count += 1;
+      else shown.push({ text, count: 1 });
+    }
+    for (const e of shown.slice(-8)) errors.append(item(e.count > 1 ? `${e.text} (×${e.count})` : e.text, ""));
 
     $("join").disabled = wantConnected;
     $("leave").disabled = !wantConnected;
