@@ -1,0 +1,178 @@
+"""The sans-I/O protocol core, on its own: frames and time in, intents out.
+
+Nothing runs but the pure core (``signaling.protocol``, ``signaling.tokens``,
+``signaling.control``); no sockets, no Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from signaling import control, tokens
+from signaling.protocol import (
+    Close,
+    CloseCode,
+    Connection,
+    Join,
+    Leave,
+    Limits,
+    Relay,
+    ResumeClaim,
+    Role,
+    RoomEvent,
+    Send,
+    make_resume_token,
+    read_resume_token,
+)
+
+
+def joined(role: Role = Role.PARTICIPANT, **limits: float) -> Connection:
+    c = Connection(Limits(**limits))  # type: ignore[arg-type]
+    [intent] = c.receive_text(
+        json.dumps({"type": "join", "room": "r", "peer": "me", "role": role.value}), 0.0
+    )
+    assert isinstance(intent, Join)
+    c.join_accepted("r", "me", role)
+    return c
+
+
+def error_code(intents: list[object]) -> str:
+    assert intents and isinstance(intents[0], Send), intents
+    assert intents[0].frame["type"] == "error"
+    return str(intents[0].frame["code"])
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("nope", "bad-json"),
+        ("[]", "bad-frame"),
+        ("null", "bad-frame"),
+        ('{"type": null}', "bad-frame"),
+        ('{"type": "x"}', "unknown-type"),
+        ('{"type": "offer", "to": "a", "data": {}}', "not-joined"),
+        ('{"type": "join", "room": "", "peer": "p", "role": "screen"}', "bad-frame"),
+        (
+            '{"type": "join", "room": "r", "peer": "p", "role": "screen", "last_seq": -1}',
+            "bad-frame",
+        ),
+        ('{"type": "join", "room": "r", "peer": "p", "role": "screen", "id": true}', "bad-frame"),
+    ],
+)
+def test_bad_frames_before_join(text: str, code: str) -> None:
+    c = Connection()
+    assert error_code(c.receive_text(text, 0.0)) == code
+    assert not c.closed
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "offer", "data": {}}, "bad-frame"),
+        ({"type": "offer", "to": "me", "data": {}}, "bad-frame"),
+        ({"type": "answer", "to": "x", "data": []}, "bad-frame"),
+        ({"type": "broadcast", "topic": "", "data": 1}, "bad-frame"),
+        ({"type": "control", "data": {}}, "forbidden"),
+        ({"type": "join", "room": "r", "peer": "p", "role": "screen"}, "already-joined"),
+    ],
+)
+def test_bad_frames_after_join(frame: dict[str, object], code: str) -> None:
+    assert error_code(joined().receive_text(json.dumps(frame), 1.0)) == code
+
+
+def test_relay_is_stamped_with_from_and_never_trusts_the_client() -> None:
+    c = joined()
+    [relay] = c.receive_text(
+        json.dumps({"type": "offer", "to": "b", "from": "evil", "data": {"sdp": 1}, "id": 4}), 1
+    )
+    assert relay == Relay("b", {"type": "offer", "from": "me", "data": {"sdp": 1}, "id": 4}, 4)
+
+
+def test_broadcast_and_control_are_room_events() -> None:
+    [b] = joined().receive_text('{"type": "broadcast", "topic": "chat", "data": "hi"}', 1)
+    assert b == RoomEvent(
+        {"type": "broadcast", "from": "me", "topic": "chat", "data": "hi"}, False, None
+    )
+    ctl = joined(Role.CONTROLLER)
+    [e] = ctl.receive_text('{"type": "control", "data": {"go": 1}}', 1)
+    assert isinstance(e, RoomEvent) and e.screens_only
+    [r] = ctl.receive_text('{"type": "control", "to": "tv", "data": {"go": 1}}', 1)
+    assert isinstance(r, Relay) and r.to == "tv"
+
+
+def test_ping_and_leave() -> None:
+    c = joined()
+    assert c.receive_text('{"type": "ping"}', 1) == [Send({"type": "pong"})]
+    assert c.receive_text('{"type": "leave"}', 1) == [Leave(), Close(CloseCode.NORMAL, "left")]
+    assert c.closed and c.receive_text('{"type": "ping"}', 1) == []
+
+
+def test_rate_limit_then_refill() -> None:
+    c = joined(rate_per_s=10, rate_burst=5)
+    results = [c.receive_text('{"type": "ping"}', 1.0) for _ in range(6)]
+    assert [r[0].frame["type"] for r in results if isinstance(r[0], Send)] == (
+        ["pong"] * 5 + ["error"]  # the bucket refilled to its burst since the join
+    )
+    assert error_code(results[-1]) == "rate-limited"
+    assert c.receive_text('{"type": "ping"}', 2.0)[0] == Send({"type": "pong"})
+
+
+def test_repeated_abuse_closes_with_4003() -> None:
+    c = joined(abuse_errors=3)
+    out: list[object] = []
+    for i in range(5):
+        out = list(c.receive_text("{", float(i) * 0.01))
+    assert Close(CloseCode.ABUSE, "too many bad frames") in out or c.closed
+
+
+SECRET = "s3cret"
+
+
+def auth_join(token: str | None, **over: str) -> list[object]:
+    c = Connection(token_secret=SECRET)
+    frame = {"type": "join", "room": "r", "peer": "p", "role": "screen", **over}
+    if token is not None:
+        frame["token"] = token
+    return list(c.receive_text(json.dumps(frame), 0.0))
+
+
+def test_tokens() -> None:
+    good = tokens.encode(
+        {"room": "r", "peer": "p", "role": "screen", "exp": time.time() + 60}, SECRET
+    )
+    assert isinstance(auth_join(good)[0], Join)
+    for bad in [
+        None,
+        "x.y.z",
+        tokens.encode({"room": "r", "peer": "p", "role": "screen"}, "no"),
+        tokens.encode({"room": "r", "peer": "p", "role": "screen", "exp": 1}, SECRET),
+        tokens.encode({"room": "r", "peer": "q", "role": "screen"}, SECRET),
+    ]:
+        out = auth_join(bad)
+        assert error_code(out) == "unauthorized"
+        assert out[-1] == Close(CloseCode.POLICY, "unauthorized")
+
+
+def test_resume_tokens_are_bound_to_room_and_peer() -> None:
+    claim = ResumeClaim("sid1", "r", "p", Role.SCREEN)
+    token = make_resume_token(SECRET, claim)
+    assert read_resume_token(SECRET, token, "r", "p") == claim
+    for room, peer, secret in [("r2", "p", SECRET), ("r", "q", SECRET), ("r", "p", "other")]:
+        with pytest.raises(tokens.TokenError):
+            read_resume_token(secret, token, room, peer)
+    join_token = tokens.encode({"room": "r", "peer": "p", "role": "screen"}, SECRET)
+    with pytest.raises(tokens.TokenError):
+        read_resume_token(SECRET, join_token, "r", "p")
+
+
+def test_operator_commands_are_signed_and_fresh() -> None:
+    msg = control.sign("k", {"op": "drain"})
+    assert control.verify("k", msg) == msg["cmd"]
+    assert control.verify("other", msg) is None
+    assert control.verify("", msg) is None
+    tampered = {**msg, "cmd": {**msg["cmd"], "op": "reconnect"}}
+    assert control.verify("k", tampered) is None
+    assert control.verify("k", msg, now=msg["cmd"]["ts"] + 3600) is None
