@@ -4,19 +4,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .PHONY: run test test-fast lint bench cluster-up cluster-down deps clean
 
+$(RUN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 ## run: one signaling process, in-memory registry, demo page on http://127.0.0.1:8080/
-run: $(STAMP)
-	$(PY) -m signaling serve
+run: $(RUN_STAMP)
+	$(PY) -m signaling serve $(RUN_ARGS)
 
 ## deps: system packages the tests need (redis-server, chromium), installed when missing
 deps:
