@@ -179,7 +179,7 @@ async def scale(state: State, alive: list[PodInfo], heartbeats: dict[str, Heartb
         for name in step.drain:
             await state.store.command(cfg.control_secret, name, {"op": "drain"})
     loads = [replace(x, draining_since=state.pods[x.name].draining_since) for x in loads]
-    for name, cost in deletion_costs(loads).items():
+    for name, cost in deletion_costs(loads, step=max(cfg.per_pod // 20, 1)).items():
         p = state.pods[name]
         if p.annotations.get(c.DELETION_COST_ANNOTATION) != str(cost):
             await patch_pod(state, p, {}, {c.DELETION_COST_ANNOTATION: str(cost)})

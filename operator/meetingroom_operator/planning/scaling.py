@@ -132,15 +132,17 @@ def plan_scale(
     return ScaleStep((), desired, ())
 
 
-def deletion_costs(pods: Sequence[PodLoad]) -> dict[str, int]:
-    """``controller.kubernetes.io/pod-deletion-cost`` per pod: its connection count, so
+def deletion_costs(pods: Sequence[PodLoad], step: int = 1) -> dict[str, int]:
+    """``controller.kubernetes.io/pod-deletion-cost`` per pod: its connection count
+    (rounded down to a multiple of ``step``, so that publishing it does not churn), so
     that the ReplicaSet removes the emptiest; drained pods lowest of all."""
+    step = max(step, 1)
     out: dict[str, int] = {}
     for p in pods:
         if p.draining_since is not None:
             out[p.name] = DELETION_COST_DRAINED
         else:
-            out[p.name] = min(max(p.connections, 0), DELETION_COST_MAX)
+            out[p.name] = min(max(p.connections, 0) // step * step, DELETION_COST_MAX)
     return out
 
 

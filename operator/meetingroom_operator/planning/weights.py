@@ -33,8 +33,10 @@ def plan_weights(
     high: float = DEFAULT_HIGH,
     low: float = DEFAULT_LOW,
     min_excess: int = DEFAULT_MIN_EXCESS,
+    step: int = 5,
 ) -> dict[str, PodWeight]:
-    """A weight and an accepting flag for every pod in ``connections``."""
+    """A weight and an accepting flag for every pod in ``connections``. Weights are
+    multiples of ``step`` (at least 1), so that publishing them does not churn."""
     if not 1.0 <= low <= high:
         raise ValueError("need 1.0 <= low <= high")
     accepting_now = accepting_now or {}
@@ -46,7 +48,7 @@ def plan_weights(
             out[pod] = PodWeight(pod, 0, False)
             continue
         c = max(c, 0)
-        weight = 100 if c <= mean or c == 0 else max(1, round(100 * mean / c))
+        weight = 100 if c <= mean or c == 0 else max(1, round(100 * mean / c / step) * step)
         if accepting_now.get(pod, True):
             accepting = not (c > high * mean and c - mean >= min_excess)
         else:
