@@ -176,3 +176,18 @@ def test_operator_commands_are_signed_and_fresh() -> None:
     tampered = {**msg, "cmd": {**msg["cmd"], "op": "reconnect"}}
     assert control.verify("k", tampered) is None
     assert control.verify("k", msg, now=msg["cmd"]["ts"] + 3600) is None
+
+
+def test_asyncapi_document_names_every_type_and_error_code() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from signaling.protocol import CLIENT_TYPES, ErrorCode
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "docs" / "asyncapi.yaml").read_text())
+    text = json.dumps(doc)
+    for kind in CLIENT_TYPES:
+        assert f'"{kind}"' in text, kind
+    errors = doc["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"]
+    assert set(errors) == {str(c) for c in ErrorCode}
