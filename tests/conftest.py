@@ -79,8 +79,23 @@ def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
     if exe is None:
         pytest.fail("redis-server is missing: run `make deps` (installs Debian's redis-server)")
     return subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--protected-mode", "yes", "--loglevel", "warning"],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
 
@@ -160,28 +175,46 @@ def start_pod(tmp_path: Path) -> Iterator[PodFactory]:
     """``start_pod(redis_url=None, pod_id="pod-1", args=[...], env={...}) -> Pod``."""
     pods: list[Pod] = []
 
-    def start(redis_url: str | None = None, pod_id: str | None = None,
-              args: list[str] | None = None, env: dict[str, str] | None = None,
-              wait_ready: bool = True) -> Pod:
+    def start(
+        redis_url: str | None = None,
+        pod_id: str | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+    ) -> Pod:
         pod_id = pod_id or f"pod-{len(pods) + 1}"
         port = free_port()
-        cmd = [sys.executable, "-m", "signaling", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--pod-id", pod_id, *(args or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "signaling",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--pod-id",
+            pod_id,
+            *(args or []),
+        ]
         if redis_url:
             cmd += ["--redis-url", redis_url]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
         full_env.update(env or {})
         log = tmp_path / f"{pod_id}-{port}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                    cwd=ROOT)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT
+            )
         pod = Pod(pod_id, port, proc, log, extra=list(args or []))
         pods.append(pod)
         if wait_ready:
+
             def up() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"{pod_id} exited: {log.read_text()[-2000:]}")
                 return pod.ready()
+
             wait_until(up, 20, f"{pod_id} /readyz")
         return pod
 
