@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlencode
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 import redis.asyncio as aioredis
 
-from signaling import control, keys
+from signaling import control, keys, tokens
 
 from .cdp import Browser, Page
 from .conftest import LaunchBrowser
@@ -49,11 +50,15 @@ class Pod(Protocol):
 PodFactory = Callable[..., Pod]
 
 
-def page_url(base: str, room: str, peer: str, ws: str | None = None) -> str:
+def page_url(
+    base: str, room: str, peer: str, ws: str | None = None, token: str | None = None
+) -> str:
     """The demo page at ``base``; ``ws``: connect there instead of ``base``'s ``/ws``."""
     query = {"room": room, "peer": peer, "role": "participant", "autostart": "1"}
     if ws is not None:
         query["ws"] = ws
+    if token is not None:
+        query["token"] = token
     return f"{base}/?{urlencode(query)}"
 
 
@@ -235,3 +240,28 @@ async def test_drain_reconnects_through_the_service(
         await chat_through_server(a, b, "gina", "hal")
     finally:
         await service.close()
+
+
+async def test_tokens_when_auth_is_on(start_pod: PodFactory, browser: Browser) -> None:
+    """With a signing secret, a page with a good token joins; one with a forged token is
+    refused (`unauthorized`, close 1008), shows the error and does not retry."""
+    secret = "browser-test-token-secret"
+    pod = start_pod(pod_id="auth", args=["--token-secret", secret])
+    claims = {"room": "locked", "peer": "ivy", "role": "participant", "exp": time.time() + 300}
+    good = tokens.encode(claims, secret)
+    page = await browser.new_page(page_url(pod.http_url, "locked", "ivy", token=good))
+    await page.wait_for("window.roomwire.joined", "ivy joined with her token", JOIN_SECONDS)
+
+    forged = tokens.encode({**claims, "peer": "mallory"}, "not-the-secret")
+    page = await browser.new_page(page_url(pod.http_url, "locked", "mallory", token=forged))
+    state = await page.wait_for(
+        """(() => {
+            const s = window.roomwire.state;
+            return s.closed && !s.wantJoined ? window.roomwire.snapshot() : null;
+        })()""",
+        "mallory to be refused",
+        JOIN_SECONDS,
+    )
+    assert state["closed"]["code"] == 1008
+    assert [e["code"] for e in state["errors"]] == ["unauthorized"]
+    assert not state["joined"] and state["reconnects"] == 0

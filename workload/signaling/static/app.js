@@ -21,6 +21,7 @@
 
   /** Everything a test may want to look at; plain data only. */
   const state = {
+    wantJoined: false, // the user asked to be in the room (false after leave or a refusal)
     connected: false, // WebSocket open
     joined: false, // `joined` received on the current connection
     room: "",
@@ -348,6 +349,7 @@
     q.set("peer", state.peer);
     q.set("role", state.role);
     q.delete("autostart");
+    q.delete("token"); // keep credentials out of the address bar and history
     history.replaceState(null, "", `${location.pathname}?${q}`);
     connect(defaultWsUrl());
     render();
@@ -598,6 +600,7 @@
   }
 
   function render() {
+    state.wantJoined = wantConnected;
     state.openChannels = [...rtc.values()].filter((e) => e.dc && e.dc.readyState === "open").map((e) => e.peer);
     state.dataChannelOpen = state.openChannels.length > 0;
     state.connections = Object.fromEntries([...rtc.values()].map((e) => [e.peer, e.pc.connectionState]));
