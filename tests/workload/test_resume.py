@@ -169,3 +169,22 @@ async def test_resume_after_kill_9_of_the_pod(
     total = await sender.stop()
     await collect(a, frames, total)
     check_exactly_once(frames, total)
+
+
+async def test_peer_of_a_killed_pod_is_announced_gone_after_grace(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """Nobody resumes after the pod died: a surviving pod tells the room, once."""
+    pod1 = start_pod(redis_url, "pod-1", args=["--grace", "1"], wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", args=["--grace", "1", "--heartbeat", "0.5"],
+                     wait_ready=False)
+    wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
+    await joined(clients, pod1.ws_url, "sweep", "alice")
+    b = await joined(clients, pod2.ws_url, "sweep", "bob")
+    pod1.kill9()
+    # The session expires with the dead pod's heartbeat TTL; then the sweep announces it.
+    left = await b.recv_until(lambda f: f["type"] == "peer-left", timeout=30)
+    assert left["peer"] == "alice" and left["role"] == "participant"
+    await b.relay("offer", "alice", {"x": 1}, frame_id=1)
+    err = await b.recv_until(lambda f: f["type"] == "error")
+    assert err["code"] == "unknown-peer"

@@ -22,6 +22,8 @@ Keys (``{x}`` is a value):
   the session's pod; if that pod dies with them in flight, a resume re-sends those past
   the client's ``last_rn``.
 - ``rw:room:{room}:members`` hash: peer id -> session id.
+- ``rw:room:{room}:roles`` hash: peer id -> role, for announcing a peer whose session
+  expired (its pod died and it never resumed).
 - ``rw:room:{room}:events`` stream of replayable room events; ``rw:room:{room}:meta``
   hash with ``epoch``.
 - ``rw:placement`` hash: room -> home pod id (written only by the operator).
@@ -78,6 +80,10 @@ def session_routed(sid: str) -> str:
 
 def room_members(room: str) -> str:
     return f"rw:room:{room}:members"
+
+
+def room_roles(room: str) -> str:
+    return f"rw:room:{room}:roles"
 
 
 def room_events(room: str) -> str:

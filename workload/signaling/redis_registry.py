@@ -107,6 +107,8 @@ if old_sid ~= '' then
   if old_pod ~= '' then redis.call('SREM', 'rw:pod:' .. old_pod .. ':sessions', old_sid) end
 end
 redis.call('HSET', members, peer, sid)
+redis.call('HSET', KEYS[5], peer, role)
+redis.call('EXPIRE', KEYS[5], ARGV[9])
 redis.call('HSET', skey, 'pod', pod, 'room', room, 'peer', peer, 'role', role,
   'state', 'live', 'seq', 0, 'n', 0)
 redis.call('EXPIRE', skey, ttl)
@@ -156,7 +158,10 @@ local owner = redis.call('HGET', skey, 'pod')
 if owner and owner ~= '' and owner ~= me then return 0 end
 redis.call('DEL', skey, box, skey .. ':recent', skey .. ':routed')
 redis.call('SREM', psess, sid)
-if redis.call('HGET', members, peer) == sid then redis.call('HDEL', members, peer) end
+if redis.call('HGET', members, peer) == sid then
+  redis.call('HDEL', members, peer)
+  redis.call('HDEL', KEYS[5], peer)
+end
 return 1
 """
 
@@ -226,6 +231,22 @@ return out
 """
 )
 
+_SWEEP = """
+local all = redis.call('HGETALL', KEYS[1])
+local gone = {}
+for i = 1, #all, 2 do
+  if redis.call('EXISTS', 'rw:session:' .. all[i + 1]) == 0 then
+    -- HDEL decides which sweeping pod announces it: only one removes it
+    if redis.call('HDEL', KEYS[1], all[i]) == 1 then
+      table.insert(gone, all[i])
+      table.insert(gone, redis.call('HGET', KEYS[2], all[i]) or 'participant')
+      redis.call('HDEL', KEYS[2], all[i])
+    end
+  end
+end
+return gone
+"""
+
 _MEMBERS = """
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
@@ -272,6 +293,7 @@ class RedisRegistry(Registry):
         self._keep = self.redis.register_script(_KEEP)
         self._fan_out = self.redis.register_script(_FAN_OUT)
         self._members = self.redis.register_script(_MEMBERS)
+        self._sweep = self.redis.register_script(_SWEEP)
         self._listener: asyncio.Task[None] | None = None
         self._on_inbox: InboxHandler | None = None
         self._registered = False
@@ -366,6 +388,7 @@ class RedisRegistry(Registry):
                 keys.session(sid),
                 keys.pod_sessions(self.pod_id),
                 keys.room_meta(room),
+                keys.room_roles(room),
             ],
             [
                 sid,
@@ -458,6 +481,7 @@ class RedisRegistry(Registry):
                 keys.session_box(sid),
                 keys.room_members(room),
                 keys.pod_sessions(self.pod_id),
+                keys.room_roles(room),
             ],
             [sid, peer, self.pod_id],
         )
@@ -508,6 +532,15 @@ class RedisRegistry(Registry):
             ],
         )
         return _s(r)
+
+    async def sweep(self, room: str) -> list[PeerInfo]:
+        flat = [
+            _s(x)
+            for x in await self._call(
+                self._sweep, [keys.room_members(room), keys.room_roles(room)], []
+            )
+        ]
+        return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
         msg = json.dumps({"k": "takeover", "sid": sid, "pod": self.pod_id, "replaced": replaced})

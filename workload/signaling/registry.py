@@ -150,6 +150,10 @@ class Registry(ABC):
         caller's.
         """
 
+    async def sweep(self, room: str) -> list[PeerInfo]:
+        """Remove members whose sessions expired; each is returned to exactly one caller."""
+        return []
+
     @abstractmethod
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
         """Tell the session's previous pod to let it go; how many pods listened."""

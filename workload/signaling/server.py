@@ -57,6 +57,7 @@ from .tokens import TokenError
 log = logging.getLogger("signaling")
 
 RECENT_FRAMES = 32
+SWEEP_EVERY = 3  # heartbeats between sweeps of rooms for expired sessions
 
 
 @dataclass(eq=False)
@@ -148,7 +149,11 @@ class Hub:
         )
 
     async def _heartbeat_loop(self) -> None:
+        beats = 0
         while True:
+            beats += 1
+            if self.registry_ok and beats % SWEEP_EVERY == 0:
+                await self._sweep()
             records = [
                 SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq)
                 for s in self.sessions.values()
@@ -163,6 +168,18 @@ class Hub:
                     log.warning("registry unreachable: %s", e)
                 self.registry_ok = False
             await asyncio.sleep(self.settings.heartbeat_s if self.registry_ok else 0.5)
+
+    async def _sweep(self) -> None:
+        """Tell local members about peers whose sessions expired with no pod to say so."""
+        for room in list(self.rooms):
+            try:
+                gone = await self.registry.sweep(room)
+            except RegistryError:
+                return
+            for peer in gone:
+                await self.room_notice(
+                    room, {"type": "peer-left", "peer": peer.peer, "role": peer.role}, ""
+                )
 
     # ---- delivery -------------------------------------------------------------------
 
