@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .addresses import LOCAL_IP_ANNOTATION, to_api
 from .images import ImageMap
 from .kube import ApiError, Informer, Kube, Obj
 from .procs import ProcRef, start_time
@@ -358,6 +359,12 @@ class PodWorker:
             return False
         if self.ip is None:
             self.ip = self.agent.ips.allocate()
+            try:  # where the pod really listens, for readers of the API
+                self.kube.patch(
+                    self.path, {"metadata": {"annotations": {LOCAL_IP_ANNOTATION: self.ip}}}
+                )
+            except (ApiError, OSError) as e:
+                self.log(f"cannot annotate the local IP: {e}")
         self.dir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self._service_account_kubeconfig(pod)
         containers = []
@@ -760,8 +767,8 @@ class PodWorker:
             "containerStatuses": statuses,
         }
         if self.ip:
-            status["podIP"] = self.ip
-            status["podIPs"] = [{"ip": self.ip}]
+            status["podIP"] = to_api(self.ip)
+            status["podIPs"] = [{"ip": to_api(self.ip)}]
         comparable = json.dumps(
             {
                 **status,

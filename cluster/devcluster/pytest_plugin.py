@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from . import control_plane
+from .addresses import to_local
 from .kube import ApiError, Kube, Obj, load_kubeconfig, wait_for
 
 T = TypeVar("T")
@@ -150,6 +151,11 @@ class KubeCluster:
             {"status": {"conditions": [cond]}},
             kind="strategic",
         )
+
+    @staticmethod
+    def local_ip(pod: Obj) -> str:
+        """Where a local pod really listens (its loopback IP; the API shows an alias)."""
+        return to_local(str(pod["status"]["podIP"]))
 
     # -- the local service proxy
     def _proxy(self, path: str) -> Any:

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .addresses import to_local
 from .kube import Informer, Kube, Obj
 
 
@@ -206,7 +207,7 @@ class ServiceProxy:
                     continue
                 target = str((ep.get("targetRef") or {}).get("name", ""))
                 for addr in ep.get("addresses") or []:
-                    out.append((str(addr), port, target))
+                    out.append((to_local(str(addr)), port, target))
         return out
 
     async def _handle(

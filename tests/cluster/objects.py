@@ -75,7 +75,7 @@ def service(namespace: str, name: str, selector: dict[str, str], port: int, targ
     }
 
 
-def testserver_pod(namespace: str, name: str, **extra: Any) -> Obj:
+def small_server_pod(namespace: str, name: str, **extra: Any) -> Obj:
     container: Obj = {
         "name": "app",
         "image": "roomwire/devcluster-testserver:latest",

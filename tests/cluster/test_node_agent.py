@@ -14,7 +14,7 @@ import pytest
 from devcluster.kube import Obj
 from devcluster.pytest_plugin import KubeCluster
 
-from .objects import testserver_pod
+from .objects import small_server_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +33,7 @@ def test_unknown_image_gets_a_warning_and_stays_pending(
 ) -> None:
     kube_cluster.require_local()
     ns = kube_namespace
-    pod = testserver_pod(ns, "mystery", container={"image": "example/not-mapped:1"})
+    pod = small_server_pod(ns, "mystery", container={"image": "example/not-mapped:1"})
     kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", pod)
 
     def warned() -> list[Obj]:
@@ -52,11 +52,13 @@ def test_pod_runs_with_its_own_ip_and_downward_api_env(
     kube_cluster.require_local()
     ns = kube_namespace
     for name in ("one", "two"):
-        kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, name))
+        kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", small_server_pod(ns, name))
     pods = {p["metadata"]["name"]: p for p in kube_cluster.wait_ready_pods(ns, "", 2)}
-    ips = {p["status"]["podIP"] for p in pods.values()}
+    ips = {kube_cluster.local_ip(p) for p in pods.values()}
     assert len(ips) == 2 and all(ip.startswith("127.0.") for ip in ips)
-    ip = pods["one"]["status"]["podIP"]
+    ip = kube_cluster.local_ip(pods["one"])
+    assert pods["one"]["metadata"]["annotations"]["devcluster.roomwire.io/local-ip"] == ip
+    assert pods["one"]["status"]["podIP"] == "198.18." + ip.removeprefix("127.0.")
     env = json.loads(_get(f"http://{ip}:8080/env"))
     assert env["POD_NAME"] == "one"
     assert env["POD_NAMESPACE"] == ns
@@ -69,10 +71,9 @@ def test_pod_runs_with_its_own_ip_and_downward_api_env(
 def test_crashed_container_is_restarted(kube_cluster: KubeCluster, kube_namespace: str) -> None:
     kube_cluster.require_local()
     ns = kube_namespace
-    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, "crashy"))
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", small_server_pod(ns, "crashy"))
     (pod,) = kube_cluster.wait_ready_pods(ns, "app=crashy", 1)
-    ip = pod["status"]["podIP"]
-    _get(f"http://{ip}:8080/exit/3")
+    _get(f"http://{kube_cluster.local_ip(pod)}:8080/exit/3")
 
     def restarted() -> Obj | None:
         p = _pod(kube_cluster, ns, "crashy")
@@ -83,13 +84,13 @@ def test_crashed_container_is_restarted(kube_cluster: KubeCluster, kube_namespac
     p = kube_cluster.wait_for(restarted, 30, "the container to be restarted and Ready")
     last = p["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 3
-    assert p["status"]["podIP"] == ip
+    assert p["status"]["podIP"] == pod["status"]["podIP"]
 
 
 def test_deleted_pod_gets_sigterm_then_goes(kube_cluster: KubeCluster, kube_namespace: str) -> None:
     kube_cluster.require_local()
     ns = kube_namespace
-    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", testserver_pod(ns, "bye"))
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", small_server_pod(ns, "bye"))
     kube_cluster.wait_ready_pods(ns, "app=bye", 1)
     kube_cluster.kube.delete(f"/api/v1/namespaces/{ns}/pods/bye")
 

@@ -18,7 +18,7 @@ from devcluster import control_plane
 from devcluster.kube import Kube, wait_for
 from devcluster.procs import ProcRef
 
-from .objects import testserver_pod
+from .objects import small_server_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +32,7 @@ def test_cluster_down_leaves_no_process(kube_cluster: object) -> None:
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         kube = Kube.from_kubeconfig(state / "kubeconfig")
-        kube.post("/api/v1/namespaces/default/pods", testserver_pod("default", "lonely"))
+        kube.post("/api/v1/namespaces/default/pods", small_server_pod("default", "lonely"))
 
         def running() -> bool:
             pod = kube.get("/api/v1/namespaces/default/pods/lonely")

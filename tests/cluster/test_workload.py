@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from devcluster.addresses import to_local
 from devcluster.pytest_plugin import KubeCluster
 
 from .objects import SIGNALING_PORT, service, signaling_deployment
@@ -93,7 +94,7 @@ def test_three_replicas_behind_a_service(
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 3
     for p in pods:  # each a real `signaling serve` on its own pod IP
-        assert _readyz(p["status"]["podIP"]) == (200, "ok\n")
+        assert _readyz(kube_cluster.local_ip(p)) == (200, "ok\n")
         cmd = kube_cluster.pod_log(ns, p["metadata"]["name"], "signaling")
         assert "'-m', 'signaling', 'serve'" in cmd
 
@@ -114,7 +115,7 @@ def test_deleted_pod_drains_and_is_replaced(kube_cluster: KubeCluster, kube_name
     kube_cluster.apply(signaling_deployment(ns, replicas=2, drain_seconds=3))
     pods = kube_cluster.wait_ready_pods(ns, "app=signaling", 2, timeout=120)
     victim = pods[0]["metadata"]["name"]
-    ip = pods[0]["status"]["podIP"]
+    ip = kube_cluster.local_ip(pods[0])
     kube_cluster.kube.delete(f"/api/v1/namespaces/{ns}/pods/{victim}")
 
     def draining() -> bool:
@@ -177,7 +178,7 @@ def test_unselected_and_gated_pods_get_no_new_connections(
 
         def proxy_agrees() -> bool:
             entry = kube_cluster.proxy_services()[f"{ns}/signaling"]
-            return {e["ip"] for e in entry["ports"][0]["ready"]} == {ip_of[kept]}
+            return {e["ip"] for e in entry["ports"][0]["ready"]} == {to_local(ip_of[kept])}
 
         kube_cluster.wait_for(proxy_agrees, 10, "the service proxy to see the same endpoints")
         with connections(host, port, 20) as new:
