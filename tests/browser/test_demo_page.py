@@ -1,6 +1,7 @@
 """The demo page in a real browser: two pages establish a WebRTC data channel through
-the signaling server and exchange chat messages over it, project a screen, and survive
-being migrated to another pod.
+the signaling server and chat over it (one pod without Redis; two pods on one Redis),
+project a screen, survive a migration and a drain to another pod with their session and
+data channel intact, and join with tokens when auth is on.
 
 Real: headless Debian chromium (CDP), ``python -m signaling serve`` processes, Redis.
 Faked: only the captured screen (chromium's fake capture device, which also answers the
