@@ -1,0 +1,32 @@
+"""``python -m bench`` (``make bench``): the workload benchmark, then the operator's.
+
+The operator benchmark (``bench/operator_bench.py``) runs only when it is present.
+``BENCH_ONLY=workload`` or ``BENCH_ONLY=operator`` runs just one of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+
+def main() -> int:
+    only = os.environ.get("BENCH_ONLY", "")
+    status = 0
+    if only in ("", "workload"):
+        from bench import workload_bench
+
+        status |= workload_bench.main([])
+    if only in ("", "operator"):
+        if importlib.util.find_spec("bench.operator_bench") is None:
+            print("[bench] bench/operator_bench.py not present; skipped", flush=True)
+        else:
+            from bench import operator_bench
+
+            status |= int(operator_bench.main() or 0)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

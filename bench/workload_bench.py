@@ -1,0 +1,649 @@
+"""Workload benchmark (issue 2): Roomwire's signaling pods against socket.io 4 with
+``@socket.io/redis-adapter``, a bare redis-py pub/sub hop and a bare aiohttp server,
+all measured in the same run, on one Redis, on loopback.
+
+    python -m bench.workload_bench [--quick] [--profile]     (``make bench`` runs it)
+
+Every system is driven by the same Node driver (``bench/socketio/driver.mjs``): the
+same 1:1 rooms, the same ~200-byte JSON frames (an ICE candidate), the same pacing,
+latency read with one clock. Roomwire is spoken to with the ``ws`` package, socket.io
+with ``socket.io-client`` (WebSocket transport only, no permessage-deflate on either).
+
+1. Cross-pod relay, two pods, peer a of each room on pod 1 and peer b on pod 2:
+   saturated throughput (closed loop, a window of frames in flight per direction),
+   then p50/p99 latency at one offered rate for both systems (30% of the lower
+   saturated throughput), beside a bare redis-py PUBLISH -> subscriber hop at that
+   rate (the floor). Server CPU per delivered frame is read from /proc.
+2. Same-pod relay: both peers on one pod, against a bare aiohttp WebSocket server that
+   forwards each frame to the room's other connection (the framework's ceiling).
+3. RSS per idle connection: 5,000 joined sessions (2,500 rooms of 2) on a fresh pod,
+   (RSS after - RSS before) / 5,000; a bare aiohttp server and socket.io for reference.
+
+Roomwire's per-connection rate limit (50 frames/s, burst 100 by default) is raised
+with ``--rate 100000 --rate-burst 100000`` on the pods' command line: the benchmark
+measures relay, not the limiter. Results go to ``bench/RESULTS.md`` under "## Workload".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pstats
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / ".out"
+RESULTS = BENCH / "RESULTS.md"
+DRIVER = BENCH / "socketio" / "driver.mjs"
+SIO_SERVER = BENCH / "socketio" / "server.mjs"
+POD_FLAGS = ["--rate", "100000", "--rate-burst", "100000", "--log-level", "WARNING"]
+# Latency is read at this fraction of the lower saturated throughput: well below the
+# capacity of both systems, even when other work on the machine takes its share.
+RATE_FRACTION = 0.3
+COMMAND = "make bench  (python -m bench -> python -m bench.workload_bench)"
+
+Result = dict[str, Any]
+
+
+def say(msg: str) -> None:
+    print(f"[workload-bench] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise the open-file limit (inherited by every process started from here)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ---- processes ------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A process this benchmark started; stopped by its own pid only."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=Path)
+
+    def start(self) -> Proc:
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.log = OUT / f"{self.name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=self.env,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_s(self) -> float:
+        """utime + stime of the process, in seconds."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited; see {proc.log}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not ready at {url} within {timeout:.0f}s")
+
+
+def wait_tcp(port: int, proc: Proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited; see {proc.log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not listening on {port}")
+
+
+def npm_install() -> None:
+    lock = BENCH / "package-lock.json"
+    stamp = BENCH / "node_modules" / ".package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm not found: Node 20 (with npm) is needed for the baselines")
+    say("npm ci (socket.io, @socket.io/redis-adapter, redis, socket.io-client, ws)")
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=BENCH,
+        check=True,
+        timeout=300,
+    )
+
+
+def start_redis(port: int, workdir: str) -> Proc:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server not found (make deps installs Debian's)")
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", workdir, "--maxclients", "20000"]
+    redis = Proc("redis", argv).start()
+    wait_tcp(port, redis)
+    return redis
+
+
+def start_pod(name: str, port: int, redis_url: str, profile: Path | None = None) -> Proc:
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--pod-id", name]
+    args += ["--redis-url", redis_url, "--drain", "1", *POD_FLAGS]
+    if profile is not None:
+        argv = [sys.executable, "-m", "bench.profile_pod", str(profile), *args]
+    else:
+        argv = [sys.executable, "-m", "signaling", *args]
+    pod = Proc(name, argv).start()
+    wait_http(f"http://127.0.0.1:{port}/readyz", pod)
+    return pod
+
+
+def start_sio(name: str, port: int, redis_url: str) -> Proc:
+    node = shutil.which("node") or "node"
+    sio = Proc(name, [node, str(SIO_SERVER), str(port), redis_url]).start()
+    wait_http(f"http://127.0.0.1:{port}/healthz", sio)
+    return sio
+
+
+def start_bare(name: str, port: int) -> Proc:
+    bare = Proc(name, [sys.executable, "-m", "bench.bare_echo", "--port", str(port)]).start()
+    wait_tcp(port, bare)
+    return bare
+
+
+# ---- the driver -----------------------------------------------------------------------
+
+
+def drive(cfg: dict[str, Any], watch: list[Proc], timeout: float = 120.0) -> Result:
+    """One driver run; adds the CPU seconds each watched process spent meanwhile."""
+    node = shutil.which("node") or "node"
+    cfg = {"hardTimeoutS": timeout - 5, **cfg}
+    before = [p.cpu_s() for p in watch]
+    t0 = time.monotonic()
+    run = subprocess.run(
+        [node, str(DRIVER), json.dumps(cfg)],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    wall = time.monotonic() - t0
+    if run.returncode != 0:
+        raise RuntimeError(f"driver failed ({run.returncode}): {run.stderr[-2000:]}")
+    result: Result = json.loads(run.stdout.strip().splitlines()[-1])
+    cpu = {p.name: p.cpu_s() - b for p, b in zip(watch, before, strict=True)}
+    result["cpu_s"] = cpu
+    result["wall_s"] = wall
+    delivered = max(1, int(result["receivedTotal"]))
+    result["cpu_us_per_msg"] = 1e6 * sum(cpu.values()) / delivered
+    return result
+
+
+# ---- the floor: bare redis-py pub/sub --------------------------------------------------
+
+
+async def redis_floor(url: str, rate: float, warmup_s: float, duration_s: float) -> Result:
+    """PUBLISH ~200-byte JSON at ``rate`` on one connection, read them on another
+    (redis-py asyncio, one process): the latency of the one Redis hop that every
+    cross-pod relay needs."""
+    import redis.asyncio as aioredis
+
+    pub = aioredis.Redis.from_url(url)
+    sub = aioredis.Redis.from_url(url)
+    ps = sub.pubsub(ignore_subscribe_messages=True)
+    await ps.subscribe("bench:floor")
+    pad = "x" * 150
+    lat: list[float] = []
+    received = 0
+    start = time.perf_counter()
+    measure_from, measure_to = start + warmup_s, start + warmup_s + duration_s
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        nonlocal received
+        while not done.is_set() or received < sent:
+            msg = await ps.get_message(timeout=0.5)
+            if msg is None:
+                if done.is_set():
+                    return
+                continue
+            now = time.perf_counter()
+            t = json.loads(msg["data"])["t"]
+            received += 1
+            if measure_from <= now < measure_to:
+                lat.append((now - t) * 1000)
+
+    sent = 0
+    task = asyncio.create_task(reader())
+    while time.perf_counter() < measure_to:
+        due = int(rate * (time.perf_counter() - start))
+        while sent < due:
+            sent += 1
+            body = json.dumps({"t": time.perf_counter(), "i": sent, "pad": pad})
+            await pub.publish("bench:floor", body)
+        await asyncio.sleep(0.002)
+    done.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, 5)
+    await ps.aclose()  # type: ignore[no-untyped-call]
+    await pub.aclose()
+    await sub.aclose()
+    lat.sort()
+    return {
+        "system": "redis-py pub/sub",
+        "rate": rate,
+        "sent": sent,
+        "received": received,
+        "p50": pct(lat, 0.5),
+        "p90": pct(lat, 0.9),
+        "p99": pct(lat, 0.99),
+        "max": lat[-1] if lat else None,
+    }
+
+
+def pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, int(q * len(sorted_values) + 0.999999) - 1))
+    return sorted_values[i]
+
+
+# ---- idle connections ------------------------------------------------------------------
+
+
+def idle_rss(system: str, server: Proc, url: str, conns: int, settle_s: float = 2.0) -> Result:
+    """RSS of ``server`` before and with ``conns`` joined idle connections."""
+    node = shutil.which("node") or "node"
+    time.sleep(1.0)
+    before = server.rss_kb()
+    cfg = {
+        "system": system,
+        "urlsA": [url],
+        "urlsB": [url],
+        "rooms": conns // 2,
+        "mode": "idle",
+        "idleTimeoutS": 90,
+        "hardTimeoutS": 150,
+        "prefix": "idle",
+    }
+    drv = subprocess.Popen(
+        [node, str(DRIVER), json.dumps(cfg)],
+        cwd=BENCH,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert drv.stdout is not None and drv.stdin is not None
+        ready, _, _ = select.select([drv.stdout], [], [], 120)
+        line = drv.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"idle driver for {system} did not get ready")
+        info = json.loads(line)
+        time.sleep(settle_s)
+        after = server.rss_kb()
+        drv.stdin.write("close\n")
+        drv.stdin.flush()
+        drv.wait(30)
+    finally:
+        if drv.poll() is None:
+            drv.kill()
+            drv.wait(5)
+    return {
+        "system": system,
+        "connections": conns,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_conn": (after - before) / conns,
+        "connect_s": info.get("connectS"),
+    }
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    rooms: int = 50
+    window: int = 8
+    warmup_s: float = 2.0
+    duration_s: float = 6.0
+    reps: int = 2
+    idle_conns: int = 5000
+
+
+def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
+    nofile = raise_nofile()
+    npm_install()
+    results: Result = {"plan": plan.__dict__, "nofile": nofile}
+    redis_dir = tempfile.mkdtemp(prefix="rw-wl-bench-redis-")
+    rport = free_port()
+    procs: list[Proc] = []
+    try:
+        redis = start_redis(rport, redis_dir)
+        procs.append(redis)
+        rurl = f"redis://127.0.0.1:{rport}"
+        say(f"redis on 127.0.0.1:{rport}; open-file limit {nofile}")
+
+        # -- cross-pod ------------------------------------------------------------------
+        ports = [free_port() for _ in range(4)]
+        prof = (
+            [None, None] if profile_dir is None else [profile_dir / f"pod{i}.prof" for i in (1, 2)]
+        )
+        pod1 = start_pod("rw-pod-1", ports[0], f"{rurl}/1", prof[0])
+        pod2 = start_pod("rw-pod-2", ports[1], f"{rurl}/1", prof[1])
+        sio1 = start_sio("sio-node-1", ports[2], f"{rurl}/0")
+        sio2 = start_sio("sio-node-2", ports[3], f"{rurl}/0")
+        procs += [pod1, pod2, sio1, sio2]
+        ours_urls = ([f"ws://127.0.0.1:{ports[0]}/ws"], [f"ws://127.0.0.1:{ports[1]}/ws"])
+        sio_urls = ([f"http://127.0.0.1:{ports[2]}"], [f"http://127.0.0.1:{ports[3]}"])
+        common = {"rooms": plan.rooms, "warmupS": plan.warmup_s, "durationS": plan.duration_s}
+        sat: dict[str, list[Result]] = {"roomwire": [], "socketio": []}
+        for rep in range(plan.reps):
+            for system, (ua, ub), watch in (
+                ("roomwire", ours_urls, [pod1, pod2, redis]),
+                ("socketio", sio_urls, [sio1, sio2, redis]),
+            ):
+                r = drive(
+                    {**common, "system": system, "urlsA": ua, "urlsB": ub, "mode": "saturate",
+                     "window": plan.window, "prefix": f"sat{rep}"},
+                    watch,
+                )  # fmt: skip
+                sat[system].append(r)
+                say(
+                    f"cross-pod saturated {system} #{rep + 1}: {r['throughput']:.0f} msg/s, "
+                    f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
+                    f"{r['cpu_us_per_msg']:.0f} us CPU/msg (servers + Redis), "
+                    f"lost {r['lost']}, errors {r['errors']}"
+                )
+        results["saturated"] = sat
+        best = {s: max(rs, key=lambda r: float(r["throughput"])) for s, rs in sat.items()}
+        rate = max(100.0, round(RATE_FRACTION * min(b["throughput"] for b in best.values()), -1))
+        results["rate"] = rate
+        paced: Result = {}
+        for system, (ua, ub), watch in (
+            ("roomwire", ours_urls, [pod1, pod2, redis]),
+            ("socketio", sio_urls, [sio1, sio2, redis]),
+        ):
+            r = drive(
+                {**common, "system": system, "urlsA": ua, "urlsB": ub, "mode": "rate",
+                 "rate": rate, "prefix": "rate"},
+                watch,
+            )  # fmt: skip
+            paced[system] = r
+            say(
+                f"cross-pod at {rate:.0f} msg/s {system}: p50 {r['p50']:.2f} ms, "
+                f"p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms (delivered {r['received']})"
+            )
+        floor = asyncio.run(redis_floor(f"{rurl}/4", rate, plan.warmup_s, plan.duration_s))
+        paced["floor"] = floor
+        say(
+            f"redis-py pub/sub hop at {rate:.0f} msg/s: p50 {floor['p50']:.2f} ms, "
+            f"p99 {floor['p99']:.2f} ms"
+        )
+        results["paced"] = paced
+        for p in (sio1, sio2):
+            p.stop()
+
+        if only == "cross":
+            return results
+
+        # -- same pod -------------------------------------------------------------------
+        bport = free_port()
+        bare = start_bare("bare-aiohttp", bport)
+        procs.append(bare)
+        same: dict[str, list[Result]] = {"roomwire": [], "bare": []}
+        bare_url = [f"ws://127.0.0.1:{bport}/ws"]
+        for rep in range(plan.reps):
+            for system, url, watch in (
+                ("roomwire", ours_urls[0], [pod1]),
+                ("bare", bare_url, [bare]),
+            ):
+                r = drive(
+                    {**common, "system": system, "urlsA": url, "urlsB": url,
+                     "mode": "saturate", "window": plan.window, "prefix": f"same{rep}"},
+                    watch,
+                )  # fmt: skip
+                same[system].append(r)
+                say(
+                    f"same-pod saturated {system} #{rep + 1}: {r['throughput']:.0f} msg/s, "
+                    f"p99 {r['p99']:.1f} ms, {r['cpu_us_per_msg']:.0f} us CPU/msg"
+                )
+        results["same_pod"] = same
+        for p in (pod1, pod2, bare):
+            p.stop()
+
+        # -- idle connections -----------------------------------------------------------
+        idle: Result = {}
+        iport = free_port()
+        pod3 = start_pod("rw-pod-idle", iport, f"{rurl}/3")
+        procs.append(pod3)
+        idle["roomwire"] = idle_rss("roomwire", pod3, f"ws://127.0.0.1:{iport}/ws", plan.idle_conns)
+        pod3.stop()
+        bport2 = free_port()
+        bare2 = start_bare("bare-aiohttp-idle", bport2)
+        procs.append(bare2)
+        idle["bare"] = idle_rss("bare", bare2, f"ws://127.0.0.1:{bport2}/ws", plan.idle_conns)
+        bare2.stop()
+        sport = free_port()
+        sio3 = start_sio("sio-node-idle", sport, f"{rurl}/0")
+        procs.append(sio3)
+        idle["socketio"] = idle_rss("socketio", sio3, f"http://127.0.0.1:{sport}", plan.idle_conns)
+        sio3.stop()
+        for name, r in idle.items():
+            say(
+                f"idle {name}: {r['connections']} connections, RSS {r['rss_before_kb'] / 1024:.1f}"
+                f" -> {r['rss_after_kb'] / 1024:.1f} MiB = {r['kb_per_conn']:.1f} KiB/conn"
+            )
+        results["idle"] = idle
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        shutil.rmtree(redis_dir, ignore_errors=True)
+        if profile_dir is not None:
+            for i in (1, 2):
+                path = profile_dir / f"pod{i}.prof"
+                if path.exists():
+                    say(f"profile of pod {i} (CPU time), top by own time:")
+                    pstats.Stats(str(path)).sort_stats("tottime").print_stats(25)
+    return results
+
+
+# ---- report ----------------------------------------------------------------------------
+
+
+def ok(flag: bool) -> str:
+    return "met" if flag else "NOT met"
+
+
+def report(res: Result, seconds: float) -> str:
+    sat, paced, same, idle = res["saturated"], res["paced"], res["same_pod"], res["idle"]
+
+    def best(rs: list[Result]) -> Result:
+        return max(rs, key=lambda r: float(r["throughput"]))
+
+    ours_t, sio_t = best(sat["roomwire"]), best(sat["socketio"])
+    same_t, bare_t = best(same["roomwire"]), best(same["bare"])
+    ours_p, sio_p, floor = paced["roomwire"], paced["socketio"], paced["floor"]
+    thr_ratio = ours_t["throughput"] / sio_t["throughput"]
+    p99_sio = ours_p["p99"] / sio_p["p99"]
+    p99_floor = ours_p["p99"] / floor["p99"]
+    same_ratio = same_t["throughput"] / bare_t["throughput"]
+    kb = idle["roomwire"]["kb_per_conn"]
+    all_thr = ", ".join(f"{r['throughput']:.0f}" for r in sat["roomwire"])
+    all_sio = ", ".join(f"{r['throughput']:.0f}" for r in sat["socketio"])
+    load = os.getloadavg()
+    plan = res["plan"]
+    lines = [
+        "## Workload",
+        "",
+        f"`{COMMAND}`, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; the whole "
+        f"workload part took {seconds:.0f} s. Numbers are noisy: other builds and test "
+        "suites ran on the same 2 cores during this run.",
+        "",
+        "Setup: one Debian `redis-server` on loopback; Roomwire pods are "
+        "`python -m signaling serve --redis-url ... --rate 100000 --rate-burst 100000` "
+        "(the per-connection rate limit, 50 frames/s by default, is raised so that relay, "
+        "not the limiter, is measured); the baseline is two Node processes of socket.io 4 "
+        "with `@socket.io/redis-adapter` on the same Redis (`bench/socketio/server.mjs`). "
+        f"{plan['rooms']} rooms of 2 peers (peer a on pod 1, peer b on pod 2), ~200-byte "
+        "JSON frames (an ICE candidate) in both directions. One Node driver "
+        "(`bench/socketio/driver.mjs`) drives every system the same way: `ws` for "
+        "Roomwire and the bare server, `socket.io-client` (WebSocket transport) for "
+        "socket.io, permessage-deflate off everywhere, sender and receiver in one process "
+        "so that latency is read on one clock. Saturated: each direction keeps "
+        f"{plan['window']} frames in flight; {plan['warmup_s']:.0f} s warm-up, "
+        f"{plan['duration_s']:.0f} s measured, {plan['reps']} alternating runs per "
+        "system, best kept. Latency: an open-loop offered load of "
+        f"{res['rate']:.0f} msg/s ({RATE_FRACTION:.0%} of the lower saturated throughput) "
+        "for both systems and for the floor. CPU per message: utime+stime of the server "
+        "processes and Redis over the run, divided by the frames delivered.",
+        "",
+        "| measure | Roomwire | baseline | ratio | target | |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| cross-pod throughput, saturated (msg/s) | {ours_t['throughput']:.0f} "
+        f"(runs: {all_thr}) | socket.io {sio_t['throughput']:.0f} (runs: {all_sio}) | "
+        f"{thr_ratio:.2f}x | >= 1.0x | {ok(thr_ratio >= 1.0)} |",
+        f"| cross-pod p50 / p99 at saturation (ms) | {ours_t['p50']:.1f} / "
+        f"{ours_t['p99']:.1f} | socket.io {sio_t['p50']:.1f} / {sio_t['p99']:.1f} | - | - | |",
+        f"| CPU per delivered frame, servers + Redis (us) | "
+        f"{ours_t['cpu_us_per_msg']:.0f} | socket.io {sio_t['cpu_us_per_msg']:.0f} | "
+        f"{ours_t['cpu_us_per_msg'] / sio_t['cpu_us_per_msg']:.2f}x | - | |",
+        f"| cross-pod p50 at {res['rate']:.0f} msg/s (ms) | {ours_p['p50']:.2f} | "
+        f"socket.io {sio_p['p50']:.2f}; Redis floor {floor['p50']:.2f} | "
+        f"{ours_p['p50'] / sio_p['p50']:.2f}x | - | |",
+        f"| cross-pod p99 at {res['rate']:.0f} msg/s (ms) vs socket.io | {ours_p['p99']:.2f} | "
+        f"socket.io {sio_p['p99']:.2f} | {p99_sio:.2f}x | <= 1.0x | {ok(p99_sio <= 1.0)} |",
+        f"| cross-pod p99 at {res['rate']:.0f} msg/s (ms) vs the Redis floor | "
+        f"{ours_p['p99']:.2f} | redis-py pub/sub hop {floor['p99']:.2f} | {p99_floor:.2f}x | "
+        f"<= 3x | {ok(p99_floor <= 3.0)} |",
+        f"| same-pod throughput, saturated (msg/s) | {same_t['throughput']:.0f} | "
+        f"bare aiohttp {bare_t['throughput']:.0f} | {same_ratio:.2f}x | - (ceiling) | |",
+        f"| same-pod CPU per frame (us) | {same_t['cpu_us_per_msg']:.0f} | bare aiohttp "
+        f"{bare_t['cpu_us_per_msg']:.0f} | "
+        f"{same_t['cpu_us_per_msg'] / bare_t['cpu_us_per_msg']:.2f}x | - | |",
+        f"| RSS per idle connection, {idle['roomwire']['connections']} joined sessions on "
+        f"one pod (KiB) | {kb:.1f} ({idle['roomwire']['rss_before_kb'] / 1024:.0f} -> "
+        f"{idle['roomwire']['rss_after_kb'] / 1024:.0f} MiB) | bare aiohttp "
+        f"{idle['bare']['kb_per_conn']:.1f}; socket.io {idle['socketio']['kb_per_conn']:.1f} "
+        f"| {kb / idle['bare']['kb_per_conn']:.2f}x bare | <= 25 KB | {ok(kb * 1.024 <= 25)} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(section: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    if "## Workload" in text:
+        head, _, rest = text.partition("## Workload")
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1 :] if nxt >= 0 else ""
+        text = head + section + ("\n" + tail if tail else "")
+    elif "## Operator" in text:
+        head, _, rest = text.partition("## Operator")
+        text = head + section + "\n## Operator" + rest
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+    say(f"results written to {RESULTS.relative_to(ROOT)} (## Workload)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, 1,000 idle conns")
+    parser.add_argument(
+        "--profile", action="store_true", help="run the cross-pod pods under cProfile"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    parser.add_argument(
+        "--only-cross", action="store_true", help="cross-pod part only (with --profile)"
+    )
+    args = parser.parse_args(argv)
+    plan = Plan()
+    if args.quick:
+        plan = Plan(warmup_s=1, duration_s=3, reps=1, idle_conns=1000)
+    profile_dir = OUT if args.profile else None
+    t0 = time.monotonic()
+    res = run(plan, profile_dir, "cross" if args.only_cross else "")
+    seconds = time.monotonic() - t0
+    if args.only_cross:
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "workload.json").write_text(json.dumps(res, indent=1))
+    section = report(res, seconds)
+    print(section, flush=True)
+    if not args.no_write and not args.quick:
+        write_results(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
