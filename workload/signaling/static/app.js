@@ -51,6 +51,7 @@
   let ws = null;
   let token = "";
   let resumeToken = null;
+  let lastRn = 0; // highest cross-pod route number received (see docs/protocol.md)
   let sentResume = false; // the join on the current socket carried a resume token
   let wantConnected = false; // the user asked to be in the room
   let retryTimer = null;
@@ -106,7 +107,12 @@
     const join = { type: "join", room: state.room, peer: state.peer, role: state.role };
     if (token) join.token = token;
     sentResume = Boolean(resumeToken);
-    if (resumeToken) join.resume = resumeToken;
+    if (resumeToken) {
+      join.resume = resumeToken;
+      // What this page already has: the server re-sends only what came after.
+      if (lastSeq !== null) join.last_seq = lastSeq;
+      join.last_rn = lastRn;
+    }
     rawSend(join);
   }
 
@@ -187,6 +193,7 @@
       }
       lastSeq = msg.seq;
     }
+    if (typeof msg.rn === "number" && msg.rn > lastRn) lastRn = msg.rn;
     switch (msg.type) {
       case "joined":
         return onJoined(msg);
@@ -226,11 +233,14 @@
   }
 
   function onJoined(msg) {
-    const resumed = sentResume;
+    const resumed = typeof msg.resumed === "boolean" ? msg.resumed : sentResume;
     state.joined = true;
     state.session = msg.session ?? null;
     if (typeof msg.resume === "string") resumeToken = msg.resume;
-    if (!resumed) lastSeq = null;
+    if (!resumed) {
+      lastSeq = null;
+      lastRn = 0;
+    }
     attempt = 0;
     const list = Array.isArray(msg.peers) ? msg.peers : [];
     state.peers = list.filter((p) => p && p.peer !== state.peer).map((p) => ({ peer: p.peer, role: p.role }));
