@@ -66,6 +66,15 @@ def in_namespace(objs: list[Obj], ns: str) -> list[Obj]:
     return out
 
 
+def for_devcluster(o: Obj) -> Obj:
+    """The node agent enforces no resources and reports every pod as BestEffort, which
+    the API refuses for pods with requests (qosClass is immutable): drop them."""
+    if o["kind"] == "Deployment":
+        for c in o["spec"]["template"]["spec"]["containers"]:
+            c.pop("resources", None)
+    return o
+
+
 def workload_objects(
     objs: list[Obj], ns: str, redis_url: str, replicas: int, drain_s: float = 5
 ) -> list[Obj]:
@@ -85,7 +94,7 @@ def workload_objects(
             _env(c, "SIGNALING_REDIS_URL", redis_url)
             _env(c, "SIGNALING_DRAIN_S", str(drain_s))
             _env(c, "SIGNALING_LOG_LEVEL", "WARNING")
-        out.append(o)
+        out.append(for_devcluster(o))
     return out
 
 
@@ -97,7 +106,7 @@ def operator_objects(objs: list[Obj], ns: str, redis_url: str, env: dict[str, st
             _env(c, "ROOMWIRE_REDIS_URL", redis_url)
             for k, v in {**FAST_OPERATOR_ENV, **env}.items():
                 _env(c, k, v)
-        out.append(o)
+        out.append(for_devcluster(o))
     return out
 
 

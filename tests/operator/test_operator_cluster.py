@@ -141,9 +141,13 @@ def redis_db_url(redis_server: RedisServer, kube_namespace: str) -> Iterator[str
     still be shutting down and heartbeating into theirs)."""
     db = 1 + sum(kube_namespace.encode()) % 15
     url = f"redis://127.0.0.1:{redis_server.port}/{db}"
-    r = aioredis.Redis.from_url(url)
-    asyncio.run(r.flushdb())
-    asyncio.run(r.aclose())
+
+    async def flush() -> None:
+        r = aioredis.Redis.from_url(url)
+        await r.flushdb()
+        await r.aclose()
+
+    asyncio.run(flush())
     yield url
 
 
@@ -339,7 +343,7 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
     await asyncio.to_thread(kube_cluster.wait_ready_pods, ns, SIGNALING, 3, 90)
     keep = (await asyncio.to_thread(stack.pods))[0]
     keep_name = keep["metadata"]["name"]
-    url = f"ws://{keep['status']['podIP']}:8080/ws"
+    url = f"ws://{kube_cluster.local_ip(keep)}:8080/ws"
     clients = []
     for i in range(4):
         cl = Client(url)
@@ -556,7 +560,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
     victim = next(
         p for p in await asyncio.to_thread(stack.pods) if p["metadata"]["name"] == victim_name
     )
-    direct = f"ws://{victim['status']['podIP']}:8080/ws"
+    direct = f"ws://{kube_cluster.local_ip(victim)}:8080/ws"
     service_url = await asyncio.to_thread(stack.service_url)
     followers = []
     for n in [n for n in names if homes[n] == victim_name]:

@@ -23,13 +23,16 @@ log = logging.getLogger("meetingroom_operator")
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings: progress in annotations (the status belongs to us), no peering
-    (one operator per namespace), Events only for warnings and our own messages."""
+    (one operator per namespace), no cluster-wide scanning of namespaces and CRDs (the
+    operator serves one namespace and its RBAC is namespaced), Events only for
+    warnings and our own messages."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=c.GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{c.GROUP}/operator"
     settings.peering.standalone = True
+    settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
