@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,23 +50,54 @@ def now_iso() -> str:
 
 
 class IpPool:
-    """Pod IPs 127.0.1.1 .. 127.0.255.254, handed out round-robin, never two at once."""
+    """Pod IPs ``127.0.X.Y``, handed out round-robin, never two at once.
+
+    Several clusters may run on one machine (``make cluster-up`` and test sessions), so
+    each node agent first claims a block of eight ``X`` values (2,032 addresses) for its
+    lifetime with an ``flock`` on a file in the temporary folder; the kernel drops the
+    claim when the process ends, however it ends.
+    """
+
+    BLOCK = 8
 
     def __init__(self) -> None:
         self._next = 0
         self._used: set[int] = set()
         self._lock = threading.Lock()
+        self._claim: int | None = None
+        self.first = 1
+        folder = Path(tempfile.gettempdir()) / "devcluster-ip-blocks"
+        folder.mkdir(exist_ok=True)
+        for k in range(255 // self.BLOCK):
+            fd = os.open(folder / f"{k}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self._claim = fd
+            self.first = 1 + k * self.BLOCK
+            return
+        raise RuntimeError("every block of pod IPs is claimed by another node agent")
 
-    @staticmethod
-    def _ip(i: int) -> str:
-        return f"127.0.{1 + i // 254}.{1 + i % 254}"
+    @property
+    def size(self) -> int:
+        return self.BLOCK * 254
+
+    def close(self) -> None:
+        """Give the block back (also happens when the process ends)."""
+        if self._claim is not None:
+            os.close(self._claim)
+            self._claim = None
+
+    def _ip(self, i: int) -> str:
+        return f"127.0.{self.first + i // 254}.{1 + i % 254}"
 
     def allocate(self) -> str:
-        size = 255 * 254
         with self._lock:
-            for _ in range(size):
+            for _ in range(self.size):
                 i = self._next
-                self._next = (self._next + 1) % size
+                self._next = (self._next + 1) % self.size
                 if i not in self._used:
                     self._used.add(i)
                     return self._ip(i)
@@ -73,7 +106,7 @@ class IpPool:
     def release(self, ip: str) -> None:
         parts = ip.split(".")
         with self._lock:
-            self._used.discard((int(parts[2]) - 1) * 254 + int(parts[3]) - 1)
+            self._used.discard((int(parts[2]) - self.first) * 254 + int(parts[3]) - 1)
 
 
 # --------------------------------------------------------------------------- probes

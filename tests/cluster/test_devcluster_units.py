@@ -68,6 +68,10 @@ def test_ip_pool_hands_out_distinct_loopback_ips() -> None:
     assert all(ip.startswith("127.0.") and not ip.endswith((".0", ".255")) for ip in ips)
     pool.release(ips[0])
     assert ips[0] not in [pool.allocate() for _ in range(10)]  # round-robin, not reused at once
+    other = IpPool()  # another node agent on the same machine: a block of its own
+    assert not {other.allocate() for _ in range(300)} & set(ips)
+    pool.close()
+    other.close()
 
 
 def test_kubeconfig_with_token(tmp_path: Path) -> None:
