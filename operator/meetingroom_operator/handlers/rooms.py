@@ -85,7 +85,11 @@ async def reconcile(
     entry.last_status = new
     home = new["homePod"]
     if home and home != old_home:
-        kopf.info(body, reason="Placed", message=f"home pod {home} ({new['endpoint']})")
+        # kopf.event, not kopf.info: kopf's own INFO chatter is not posted (settings),
+        # ours is.
+        kopf.event(
+            body, type="Normal", reason="Placed", message=f"home pod {home} ({new['endpoint']})"
+        )
     elif not home:
         kopf.warn(body, reason="Pending", message="no signaling pod can take rooms yet")
     state.metrics.reconcile.observe(time.perf_counter() - started, "room")
