@@ -49,6 +49,21 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def listening_ips() -> set[str]:
+    """IPv4 addresses with a listening TCP socket on this machine (from /proc/net/tcp)."""
+    out: set[str] = set()
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":  # LISTEN
+            hexip = fields[1].split(":")[0]
+            out.add(".".join(str(b) for b in reversed(bytes.fromhex(hexip))))
+    return out
+
+
 class IpPool:
     """Pod IPs ``127.0.X.Y``, handed out round-robin, never two at once.
 
@@ -94,11 +109,12 @@ class IpPool:
         return f"127.0.{self.first + i // 254}.{1 + i % 254}"
 
     def allocate(self) -> str:
+        busy = listening_ips()  # also skip addresses that something else already serves on
         with self._lock:
             for _ in range(self.size):
                 i = self._next
                 self._next = (self._next + 1) % self.size
-                if i not in self._used:
+                if i not in self._used and self._ip(i) not in busy:
                     self._used.add(i)
                     return self._ip(i)
         raise RuntimeError("no pod IP left")
