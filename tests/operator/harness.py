@@ -161,11 +161,24 @@ class Follower:
             elif kind == "migrate":
                 self.moves += 1
                 await self._resume(str(frame["url"]), 0)
-            elif kind == "ack":
-                self.acked.add(str(frame.get("id")))
-            elif kind == "candidate":
-                data = frame.get("data") or {}
-                self.received.setdefault(str(frame.get("from")), []).append(int(data["n"]))
+            else:
+                self._take(frame)
+
+    def _take(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "ack":
+            self.acked.add(str(frame.get("id")))
+        elif kind == "candidate":
+            data = frame.get("data") or {}
+            self.received.setdefault(str(frame.get("from")), []).append(int(data["n"]))
+
+    def _drain(self) -> None:
+        """Take what the old connection delivered before ``resume`` (which drops frames
+        that arrive before its ``joined``) reads the inbox."""
+        while not self.client.inbox.empty():
+            frame = self.client.inbox.get_nowait()
+            if frame.get("type") not in ("reconnect", "migrate"):
+                self._take(frame)
 
     async def _resume(self, url: str, after_ms: int) -> None:
         self.ready.clear()
@@ -173,6 +186,7 @@ class Follower:
             await asyncio.wait_for(self.client.wait_closed(), max(after_ms / 1000, 0) + 5)
         await asyncio.sleep(after_ms / 1000)
         for attempt in range(40):
+            self._drain()
             try:
                 await self.client.resume(url, timeout=5)
                 self.resumes += 1

@@ -441,7 +441,12 @@ class Traffic:
         with contextlib.suppress(AssertionError):
             await until(none_missing, 15, "every acknowledged message delivered")
         missing = await delivered()
-        assert not missing, f"messages lost for {len(missing)} senders, e.g. {missing[:5]}"
+        detail = {
+            a.peer: sorted(set(range(self.sent.get(a.peer, 0))) - set(b.received.get(a.peer, [])))
+            for a, b in self.pairs
+            if a.peer in missing[:5]
+        }
+        assert not missing, f"messages lost for {len(missing)} senders, e.g. {detail}"
 
 
 async def _rebalance_run(
