@@ -69,7 +69,8 @@ class Operator:
         full.update(FAST_OPERATOR_ENV)
         full.update({
             "KUBECONFIG": str(cluster.kubeconfig), "ROOMWIRE_NAMESPACE": ns,
-            "ROOMWIRE_REDIS_URL": redis_url, "ROOMWIRE_CONTROL_SECRET": SECRET, **env,
+            "ROOMWIRE_REDIS_URL": redis_url, "ROOMWIRE_CONTROL_SECRET": SECRET,
+            "MALLOC_ARENA_MAX": "2", **env,
         })  # fmt: skip
         self.log = Path(tempfile.mkstemp(prefix="operator-", suffix=".log")[1])
         with open(self.log, "wb") as out:

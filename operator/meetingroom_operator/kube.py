@@ -151,3 +151,14 @@ class Kube:
                 c.GROUP, c.VERSION, namespace, c.PLURAL, name, body
             ),
         )
+
+    async def list_room_ids(self) -> set[str]:
+        """Room ids of every MeetingRoom in the namespace (``spec.roomId`` or the name)."""
+        res = await self._call(
+            "list meetingrooms",
+            lambda: self.custom.list_namespaced_custom_object(
+                c.GROUP, c.VERSION, self.namespace, c.PLURAL
+            ),
+        )
+        items = res.get("items") or [] if isinstance(res, dict) else []
+        return {str((o.get("spec") or {}).get("roomId") or o["metadata"]["name"]) for o in items}

@@ -202,7 +202,6 @@ def test_manifests_pass_server_dry_run_and_rbac_is_least_privilege(
     needed = [
         ("list", "meetingrooms.rtc.roomwire.io"),
         ("watch", "meetingrooms.rtc.roomwire.io"),
-        ("patch", "meetingrooms.rtc.roomwire.io"),
         ("patch", "meetingrooms.rtc.roomwire.io", "--subresource=status"),
         ("list", "pods"),
         ("watch", "pods"),
@@ -216,6 +215,7 @@ def test_manifests_pass_server_dry_run_and_rbac_is_least_privilege(
         ("create", "pods"),
         ("get", "secrets"),
         ("create", "meetingrooms.rtc.roomwire.io"),
+        ("patch", "meetingrooms.rtc.roomwire.io"),
         ("delete", "meetingrooms.rtc.roomwire.io"),
         ("patch", "deployments.apps/signaling"),
         ("patch", "deployments.apps/redis", "--subresource=scale"),

@@ -37,6 +37,7 @@ from meetingroom_operator.planning.scaling import (
     plan_replicas,
     plan_scale,
 )
+from meetingroom_operator.planning.status import same_status
 from meetingroom_operator.planning.weights import plan_weights
 from meetingroom_operator.store import Heartbeat
 
@@ -267,7 +268,7 @@ async def refresh_statuses(state: State, sessions: list[Session]) -> None:
 
     async def one(entry: Any) -> None:
         new = room_status(state, entry, conns[entry.spec.room], participants[entry.spec.room])
-        if _same(new, entry.last_status):
+        if same_status(new, entry.last_status):
             return
         async with gate:
             try:
@@ -278,14 +279,3 @@ async def refresh_statuses(state: State, sessions: list[Session]) -> None:
         entry.conditions = list(new["conditions"])
 
     await asyncio.gather(*(one(e) for e in entries))
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    def strip(s: dict[str, Any]) -> dict[str, Any]:
-        conds = [
-            {k: v for k, v in x.items() if k != "lastTransitionTime"}
-            for x in s.get("conditions", [])
-        ]
-        return {**s, "conditions": conds}
-
-    return strip(a) == strip(b)

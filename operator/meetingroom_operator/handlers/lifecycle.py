@@ -22,15 +22,10 @@ log = logging.getLogger("meetingroom_operator")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf settings: progress in annotations (the status belongs to us), no peering
-    (one operator per namespace), no cluster-wide scanning of namespaces and CRDs (the
-    operator serves one namespace and its RBAC is namespaced), Events only for
-    warnings and our own messages."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{c.GROUP}/operator"
+    """kopf settings: no peering (one operator per namespace), no cluster-wide
+    scanning of namespaces and CRDs (the operator serves one namespace and its RBAC is
+    namespaced), Events only for warnings and our own messages. Only event handlers are
+    used, so kopf keeps no finalizers or bookkeeping annotations on the objects."""
     settings.peering.standalone = True
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
@@ -52,6 +47,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
     state = State(cfg=cfg, store=store, kube=kube, metrics=Metrics())
     try:
         state.homes = await store.placement()
+        known = await kube.list_room_ids()
+        stale = [r for r in state.homes if r not in known]
+        if stale:  # rooms deleted while the operator was away
+            await store.write_placement({}, removed=stale)
+            for r in stale:
+                state.homes.pop(r, None)
         for info in await kube.list_pods(f"{c.APP_LABEL}={c.APP_NAME}"):
             state.pods[info.name] = info
             state.pod_memory[info.name] = PodMemory(info.uid, info.restarts, info.running)

@@ -103,3 +103,31 @@ def build_status(
         "observedGeneration": obs.generation,
         "conditions": [ready, placed_cond],
     }
+
+
+def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal but for the conditions' ``lastTransitionTime`` (nothing to write)."""
+
+    def strip(s: Mapping[str, Any]) -> dict[str, Any]:
+        conds = [
+            {k: v for k, v in x.items() if k != "lastTransitionTime"}
+            for x in s.get("conditions") or []
+        ]
+        return {**s, "conditions": conds}
+
+    return strip(a) == strip(b)
+
+
+def invalid_status(
+    reason: str, message: str, previous: Sequence[Mapping[str, Any]], generation: int, now_iso: str
+) -> dict[str, Any]:
+    """Status of a room the operator refuses (e.g. its room id is taken)."""
+    ready = condition(previous, c.COND_READY, False, reason, message, generation, now_iso)
+    placed = condition(previous, c.COND_PLACED, False, reason, message, generation, now_iso)
+    return {
+        "phase": c.PHASE_PENDING,
+        "homePod": "",
+        "endpoint": "",
+        "observedGeneration": generation,
+        "conditions": [ready, placed],
+    }
