@@ -11,7 +11,7 @@ from types import FrameType
 
 from .images import ImageMap
 from .kube import Kube
-from .node_agent import NodeAgent, now_iso
+from .node_agent import IpPool, NodeAgent, now_iso
 from .service_proxy import ServiceProxy
 
 
@@ -29,7 +29,8 @@ def run(state_dir: Path, workdir: Path) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    proxy = ServiceProxy(kube, state_dir, lambda m: log(f"{now_iso()} {m}"))
+    ips = IpPool()  # pods and Services share this node agent's block of loopback IPs
+    proxy = ServiceProxy(kube, state_dir, lambda m: log(f"{now_iso()} {m}"), ips)
     proxy.start()
     agent = NodeAgent(
         kube,
@@ -40,6 +41,7 @@ def run(state_dir: Path, workdir: Path) -> int:
         workdir,
         service_env=proxy.service_env,
         log=log,
+        ips=ips,
     )
     agent.start()
     if proxy.services is not None:

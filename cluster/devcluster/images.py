@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +77,21 @@ class ImageMap:
                 return rule
         return None
 
-    def argv(self, image: str, command: list[str] | None, args: list[str] | None) -> list[str]:
-        """The process to run, with Kubernetes' command/args override rules."""
+    def argv(
+        self,
+        image: str,
+        command: list[str] | None,
+        args: list[str] | None,
+        expand: Callable[[str], str] = str,
+    ) -> list[str]:
+        """The process to run, with Kubernetes' command/args override rules.
+
+        ``expand`` is applied to the mapping's own words (e.g. ``$(POD_IP)``).
+        """
         rule = self.lookup(image)
         if rule is None:
             raise KeyError(image)
         if command:
             return [self._subst(c) for c in command] + [self._subst(a) for a in args or []]
-        return list(rule.command) + (list(args) if args is not None else list(rule.args))
+        own = [expand(c) for c in rule.command]
+        return own + (list(args) if args is not None else [expand(a) for a in rule.args])

@@ -516,6 +516,9 @@ class PodWorker:
         assert self.ip is not None
         env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         env["PYTHONUNBUFFERED"] = "1"
+        # cluster DNS for Python pods: Service names -> the service proxy (podshim/)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "podshim")
+        env["DEVCLUSTER_SERVICES"] = str(self.agent.state_dir / "services.json")
         env["HOSTNAME"] = self.name
         env["POD_NAME"] = self.name
         env["POD_NAMESPACE"] = self.ns
@@ -562,6 +565,7 @@ class PodWorker:
             str(spec.get("image", "")),
             [_expand(str(a), c.env) for a in spec.get("command") or []] or None,
             [_expand(str(a), c.env) for a in spec["args"]] if "args" in spec else None,
+            expand=lambda word: _expand(word, c.env),
         )
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with open(c.log, "ab") as out:
@@ -573,7 +577,7 @@ class PodWorker:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=spec.get("workingDir") or self.agent.workdir,
+                cwd=spec.get("workingDir") or self.dir,
                 start_new_session=True,
             )
         c.ref = ProcRef(
@@ -856,6 +860,7 @@ class NodeAgent:
         workdir: Path,
         service_env: Callable[[str], dict[str, str]] | None = None,
         log: Callable[[str], None] | None = None,
+        ips: IpPool | None = None,
     ) -> None:
         self.kube = kube
         self.node = node
@@ -863,7 +868,7 @@ class NodeAgent:
         self.images = images
         self.ca_file = ca_file
         self.workdir = workdir
-        self.ips = IpPool()
+        self.ips = ips or IpPool()
         self.stopping = threading.Event()
         self.stop_watch = threading.Event()
         self.shutdown_grace_cap = 10.0

@@ -25,6 +25,7 @@ from typing import Any
 
 from .addresses import to_local
 from .kube import Informer, Kube, Obj
+from .node_agent import IpPool
 
 
 @dataclass
@@ -47,8 +48,12 @@ class Conn:
 
 
 class ServiceProxy:
-    def __init__(self, kube: Kube, state_dir: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, kube: Kube, state_dir: Path, log: Callable[[str], None], ips: IpPool | None = None
+    ) -> None:
         self.kube = kube
+        self.ips = ips or IpPool()
+        self.service_ips: dict[tuple[str, str], str] = {}
         self.state_dir = state_dir
         self.log = log
         self.stop = threading.Event()
@@ -110,6 +115,12 @@ class ServiceProxy:
         self._write_table()
 
     async def _sync(self, ns: str, name: str, wanted: dict[str, Obj]) -> None:
+        svc_ip = self.service_ips.get((ns, name))
+        if wanted and svc_ip is None:
+            svc_ip = self.service_ips[(ns, name)] = self.ips.allocate()
+        elif not wanted and svc_ip is not None:
+            del self.service_ips[(ns, name)]
+            self.ips.release(svc_ip)
         for key in [k for k in self.listeners if k[0] == ns and k[1] == name]:
             lst = self.listeners[key]
             p = wanted.get(key[2])
@@ -132,6 +143,11 @@ class ServiceProxy:
             lst = Listener(
                 ns, name, port_name, int(p["port"]), local_port, p.get("nodePort"), [server]
             )
+            try:  # the Service's own port on its loopback "cluster IP", as kube-proxy does
+                assert svc_ip is not None
+                lst.servers.append(await asyncio.start_server(handler, svc_ip, int(p["port"])))
+            except OSError as e:
+                self.log(f"service-proxy: {svc_ip}:{p['port']} for {ns}/{name}: {e}")
             if p.get("nodePort"):
                 try:
                     lst.servers.append(
@@ -153,7 +169,10 @@ class ServiceProxy:
         """Service -> its ports and listen addresses (and, if ``live``, ready endpoints)."""
         out: dict[str, Any] = {}
         for lst in list(self.listeners.values()):
-            entry = out.setdefault(f"{lst.namespace}/{lst.service}", {"ports": []})
+            entry = out.setdefault(
+                f"{lst.namespace}/{lst.service}",
+                {"ip": self.service_ips.get((lst.namespace, lst.service)), "ports": []},
+            )
             port: dict[str, Any] = {
                 "name": lst.port_name,
                 "port": lst.port,
@@ -169,18 +188,18 @@ class ServiceProxy:
         return out
 
     def service_env(self, ns: str) -> dict[str, str]:
-        """``{SVC}_SERVICE_HOST``/``_PORT`` variables, pointing at this proxy."""
+        """``{SVC}_SERVICE_HOST``/``_PORT`` variables: the Service's loopback IP and port."""
         env: dict[str, str] = {}
         for lst in list(self.listeners.values()):
-            if lst.namespace != ns:
+            ip = self.service_ips.get((lst.namespace, lst.service))
+            if lst.namespace != ns or ip is None:
                 continue
             prefix = lst.service.upper().replace("-", "_")
-            env[f"{prefix}_SERVICE_HOST"] = "127.0.0.1"
+            env[f"{prefix}_SERVICE_HOST"] = ip
             if lst.port_name:
-                env[f"{prefix}_SERVICE_PORT_{lst.port_name.upper().replace('-', '_')}"] = str(
-                    lst.local_port
-                )
-            env.setdefault(f"{prefix}_SERVICE_PORT", str(lst.local_port))
+                suffix = lst.port_name.upper().replace("-", "_")
+                env[f"{prefix}_SERVICE_PORT_{suffix}"] = str(lst.port)
+            env.setdefault(f"{prefix}_SERVICE_PORT", str(lst.port))
         return env
 
     # -- endpoints

@@ -3,7 +3,8 @@
 Listens on ``$TESTSERVER_HOST:$TESTSERVER_PORT`` (default ``$POD_IP:8080``). ``/healthz``
 answers 200; ``/readyz`` 200, or 503 once SIGTERM arrived (it then drains for
 ``$TESTSERVER_DRAIN_SECONDS``, default 1, and exits 0); ``/env`` returns its environment
-as JSON; ``/exit/N`` exits with status N.
+as JSON; ``/resolve/NAME`` the IPv4 address NAME resolves to; ``/exit/N`` exits with
+status N.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(503, b"draining") if draining.is_set() else self._send(200, b"ok")
         elif self.path == "/env":
             self._send(200, json.dumps(dict(os.environ)).encode(), "application/json")
+        elif self.path.startswith("/resolve/"):
+            name = self.path.split("/", 2)[2]
+            try:
+                ip = socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+                self._send(200, str(ip).encode())
+            except OSError as e:
+                self._send(404, str(e).encode())
         elif self.path.startswith("/exit/"):
             self._send(200, b"bye")
             os._exit(int(self.path.rsplit("/", 1)[1]))

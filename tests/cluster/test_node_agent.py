@@ -100,3 +100,64 @@ def test_deleted_pod_gets_sigterm_then_goes(kube_cluster: KubeCluster, kube_name
     kube_cluster.wait_for(gone, 30, "the pod to be removed")
     log = kube_cluster.pod_log(ns, "bye", "app")
     assert "SIGTERM: draining" in log and "drained, exiting" in log
+
+
+def test_service_names_resolve_and_reach_the_service(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    """Python pods resolve Service names (no cluster DNS: the agent's podshim does it), and
+    the Service's own port answers on its loopback IP, as behind kube-proxy. Also the
+    ``redis`` image maps to Debian's redis-server on the pod's address."""
+    kube_cluster.require_local()
+    ns = kube_namespace
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", small_server_pod(ns, "backend"))
+    redis = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "redis", "labels": {"app": "redis"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "redis",
+                    "image": "redis:7",
+                    "args": ["--save", "", "--appendonly", "no", "--port", "6379"],
+                    "readinessProbe": {"tcpSocket": {"port": 6379}, "periodSeconds": 1},
+                }
+            ]
+        },
+    }
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", redis)
+    for name, port, target in (("echo", 80, 8080), ("redis", 6379, 6379)):
+        svc = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"app": "backend" if name == "echo" else "redis"},
+                "ports": [{"port": port, "targetPort": target}],
+            },
+        }
+        kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/services", svc)
+    kube_cluster.wait_ready_pods(ns, "app in (backend, redis)", 2)
+
+    def service_ip(name: str) -> str | None:
+        entry = kube_cluster.proxy_services().get(f"{ns}/{name}")
+        ready = entry and entry["ports"][0]["ready"]
+        return str(entry["ip"]) if ready else None
+
+    echo_ip = kube_cluster.wait_for(lambda: service_ip("echo"), 30, "echo's service IP")
+    redis_ip = kube_cluster.wait_for(lambda: service_ip("redis"), 30, "redis's service IP")
+    assert _get(f"http://{echo_ip}:80/") == "backend"
+    import socket
+
+    with socket.create_connection((redis_ip, 6379), timeout=3) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(16).startswith(b"+PONG")
+
+    kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", small_server_pod(ns, "client"))
+    (client,) = kube_cluster.wait_ready_pods(ns, "app=client", 1)
+    base = f"http://{kube_cluster.local_ip(client)}:8080"
+    assert _get(f"{base}/resolve/echo") == echo_ip
+    assert _get(f"{base}/resolve/redis.{ns}.svc.cluster.local") == redis_ip
+    env = json.loads(_get(f"{base}/env"))
+    assert env["ECHO_SERVICE_HOST"] == echo_ip and env["ECHO_SERVICE_PORT"] == "80"
