@@ -6,13 +6,13 @@
 //
 // config: {system: "roomwire" | "bare" | "socketio", urlsA: [...], urlsB: [...],
 //          rooms, mode: "saturate" | "rate" | "idle", window, rate, warmupS, durationS,
-//          idleTimeoutS}
+//          idleTimeoutS, deflate}
 // Peer "a" of room i connects to urlsA[i % len], peer "b" to urlsB[i % len].
 //   saturate: every direction of every room keeps `window` messages in flight (closed
 //             loop); throughput is what arrives per second after the warm-up.
 //   rate:     `rate` messages/s in total, open loop, round robin over the directions;
 //             latency at an offered load below every system's capacity.
-//   idle:     connect and join (at most connectConcurrency = 50 at once), print {"ready": n}, wait for a line on stdin (or
+//   idle:     connect and join (at most connectConcurrency = 25 at once), print {"ready": n}, wait for a line on stdin (or
 //             idleTimeoutS), close everything.
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
@@ -45,7 +45,8 @@ class WsPeer {
   }
   open(timeoutMs = 20000) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, { perMessageDeflate: false });
+      // deflate: offer permessage-deflate as browsers do (off by default, see --deflate)
+      const ws = new WebSocket(this.url, { perMessageDeflate: cfg.deflate === true });
       this.ws = ws;
       const timer = setTimeout(() => reject(new Error(`join timeout ${this.url}`)), timeoutMs);
       ws.on("error", (e) => {
@@ -125,9 +126,9 @@ class SioPeer {
 
 const Peer = cfg.system === "socketio" ? SioPeer : WsPeer;
 
-// At most 50 connects/joins at once: a Roomwire pod's redis-py pool holds 100
+// At most 25 connects/joins at once: a Roomwire pod's redis-py pool holds 100
 // connections and refuses more (MaxConnectionsError) instead of waiting.
-async function openAll(peers, concurrency = cfg.connectConcurrency ?? 50) {
+async function openAll(peers, concurrency = cfg.connectConcurrency ?? 25) {
   let next = 0;
   const worker = async () => {
     while (next < peers.length) {
