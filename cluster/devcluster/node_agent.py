@@ -333,6 +333,7 @@ class PodWorker:
         self.unknown_image_reported: set[str] = set()
         self.pending_reason: tuple[str, str] = ("ContainerCreating", "")
         self._last_sent = ""
+        self._last_error = ""
         self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid[:8]}"
         self.thread = threading.Thread(
             target=self._run, name=f"pod {self.ns}/{self.name}", daemon=True
@@ -815,7 +816,6 @@ class PodWorker:
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,
-            "qosClass": "BestEffort",
             "conditions": self._conditions(pod),
             "containerStatuses": statuses,
         }
@@ -840,7 +840,8 @@ class PodWorker:
         except ApiError as e:
             if e.not_found:
                 self.gone = True
-            else:
+            elif str(e) != self._last_error:  # say it once, keep trying
+                self._last_error = str(e)
                 self.log(f"status patch failed: {e}")
         except OSError as e:
             self.log(f"status patch failed: {e}")
