@@ -127,6 +127,21 @@ class Store:
                 out.append(Session(sid, pod, room, role or "participant"))
         return out
 
+    async def session_states(self, sids: Iterable[str]) -> dict[str, tuple[str, str] | None]:
+        """``(pod, state)`` of each session, None for sessions that are gone."""
+        sids = list(sids)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for sid in sids:
+                pipe.hmget(keys.session(sid), "pod", "state")
+            rows = await pipe.execute()
+        except RedisError as e:
+            raise StoreError(f"reading sessions: {e}") from e
+        out: dict[str, tuple[str, str] | None] = {}
+        for sid, (pod, state) in zip(sids, rows, strict=True):
+            out[sid] = None if state is None else (str(pod or ""), str(state))
+        return out
+
     async def participants(self, rooms: Iterable[str]) -> dict[str, int]:
         rooms = list(rooms)
         try:

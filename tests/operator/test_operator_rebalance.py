@@ -16,9 +16,9 @@ from meetingroom_operator.planning.rebalance import (
     balance_targets,
     minimum_moves,
     minimum_moves_within,
+    pending_moves,
     plan_moves,
     schedule,
-    sessions_left,
     skew,
     watch_skew,
 )
@@ -201,6 +201,12 @@ def test_watch_skew_needs_persistence() -> None:
     assert not fire and w.since is None
 
 
-def test_sessions_left() -> None:
-    observed = [Session("a", "p0", "r"), Session("b", "p1", "r")]
-    assert sessions_left({"a": "p0", "b": "p0", "c": "p0"}, observed) == {"a"}
+def test_pending_moves() -> None:
+    inflight = {"on-source": "p0", "arrived": "p0", "in-grace": "p0", "gone": "p0"}
+    where = {
+        "on-source": ("p0", "live"),
+        "arrived": ("p1", "live"),
+        "in-grace": ("", "grace"),
+        "gone": None,
+    }
+    assert pending_moves(inflight, where) == {"on-source", "in-grace"}

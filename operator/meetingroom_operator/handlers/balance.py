@@ -23,9 +23,9 @@ from meetingroom_operator.planning.rebalance import (
     ScheduledCommand,
     Session,
     SkewWatch,
+    pending_moves,
     plan_moves,
     schedule,
-    sessions_left,
     skew,
     watch_skew,
 )
@@ -199,7 +199,8 @@ async def rebalance(
     now = time.time()
     inflight = await state.store.inflight()
     if inflight:
-        left = sessions_left({sid: m.source for sid, m in inflight.items()}, sessions)
+        where = await state.store.session_states(inflight)
+        left = pending_moves({sid: m.source for sid, m in inflight.items()}, where)
         done = [sid for sid, m in inflight.items() if sid not in left or m.deadline < now]
         await state.store.drop_inflight(done)
         if len(done) < len(inflight):

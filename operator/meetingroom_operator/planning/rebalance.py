@@ -21,7 +21,7 @@ not move as a whole. Planning is always from what was observed.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -232,7 +232,20 @@ def watch_skew(
     return SkewWatch(since), now - since >= persist_s
 
 
-def sessions_left(inflight: Mapping[str, str], observed: Sequence[Session]) -> set[str]:
-    """In-flight moves (sid -> source pod) whose session is still live on its source."""
-    where = {s.sid: s.pod for s in observed}
-    return {sid for sid, src in inflight.items() if where.get(sid) == src}
+def pending_moves(
+    inflight: Mapping[str, str], where: Mapping[str, tuple[str, str] | None]
+) -> set[str]:
+    """In-flight moves (sid -> source pod) not yet observed complete. ``where`` maps a
+    session id to its ``(pod, state)`` in the registry, or None when it is gone. A move
+    is complete once the session is live on another pod, or gone; a session in transit
+    (in grace, or still on its source) is pending, so that the next plan never counts
+    it as missing."""
+    pending: set[str] = set()
+    for sid, source in inflight.items():
+        now = where.get(sid)
+        if now is None:
+            continue
+        pod, state = now
+        if not (state == "live" and pod and pod != source):
+            pending.add(sid)
+    return pending
