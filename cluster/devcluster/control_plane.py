@@ -249,6 +249,7 @@ def up(
         # kube-apiserver
         api_port = free_port()
         server = f"https://127.0.0.1:{api_port}"
+        t_start = time.monotonic()
         _, apiserver = spawn("kube-apiserver", [
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
@@ -288,7 +289,7 @@ def up(
             return status == 200 and body.strip() == b"ok"
 
         wait_for(api_ready, 180, "kube-apiserver /readyz", every=0.2)
-        say(f"kube-apiserver ready at {server} after {time.monotonic() - t0:.1f} s")
+        say(f"kube-apiserver ready at {server}, {time.monotonic() - t_start:.1f} s after start")
 
         # kube-controller-manager and the node agent, side by side
         _, kcm = spawn("kube-controller-manager", [
