@@ -60,6 +60,30 @@ SETTLE_S = 3.0
 FINDINGS = BENCH / "workload_findings.md"
 
 
+def workload_version() -> str:
+    """The commit the pods ran, and whether the workload tree differed from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "workload"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown commit"
+    return f"commit {sha}" + (" with uncommitted changes under workload/" if dirty else "")
+
+
 def command() -> str:
     """The command this run was started with, as a reader would retype it."""
     only = os.environ.get("BENCH_ONLY")
@@ -394,7 +418,7 @@ class Plan:
 def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
     nofile = raise_nofile()
     npm_install()
-    results: Result = {"plan": plan.__dict__, "nofile": nofile}
+    results: Result = {"plan": plan.__dict__, "nofile": nofile, "version": workload_version()}
     redis_dir = tempfile.mkdtemp(prefix="rw-wl-bench-redis-")
     rport = free_port()
     procs: list[Proc] = []
@@ -569,13 +593,14 @@ def report(res: Result, seconds: float) -> str:
         "",
         f"`{command().strip()}`, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; the whole "
-        f"workload part took {seconds:.0f} s. Numbers are noisy: other builds and test "
-        "suites ran on the same 2 cores during this run.",
+        f"workload part took {seconds:.0f} s; the pods ran {res['version']}. Numbers are "
+        "noisy: other builds and test suites ran on the same 2 cores during this run.",
         "",
         "Setup: one Debian `redis-server` on loopback; Roomwire pods are "
-        "`python -m signaling serve --redis-url ... --rate 100000 --rate-burst 100000` "
-        "(the per-connection rate limit, 50 frames/s by default, is raised so that relay, "
-        "not the limiter, is measured); the baseline is two Node processes of socket.io 4 "
+        "`python -m signaling serve --redis-url ... --rate 100000 --rate-burst 100000 "
+        "--drain 1` (the per-connection rate limit, 50 frames/s by default, is raised so "
+        "that relay, not the limiter, is measured; a short drain only makes stopping "
+        "quick); the baseline is two Node processes of socket.io 4 "
         "with `@socket.io/redis-adapter` on the same Redis (`bench/socketio/server.mjs`). "
         f"{plan['rooms']} rooms of 2 peers (peer a on pod 1, peer b on pod 2), ~200-byte "
         "JSON frames (an ICE candidate) in both directions. One Node driver "
@@ -626,7 +651,11 @@ def report(res: Result, seconds: float) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in ours_t["cpu_s"].items())
         + f" for {ours_t['receivedTotal']} frames; socket.io "
         + ", ".join(f"{k} {v:.2f}" for k, v in sio_t["cpu_s"].items())
-        + f" for {sio_t['receivedTotal']} frames.",
+        + f" for {sio_t['receivedTotal']} frames. The driver itself used "
+        f"{ours_t.get('driverCpuS', 0):.2f} s and {sio_t.get('driverCpuS', 0):.2f} s of CPU in "
+        "those runs (one Node process; it is the limit only if that nears the wall time, "
+        f"{ours_t['wall_s']:.0f} s and {sio_t['wall_s']:.0f} s). The open-file limit was "
+        f"raised to {res['nofile']} with setrlimit and inherited by every process.",
         "",
     ]
     if FINDINGS.exists():

@@ -258,6 +258,9 @@ async function main() {
     max: nLat ? sorted[nLat - 1] : null,
     errors,
     connectS,
+    // this driver's own CPU over the whole run, to tell whether the load generator
+    // itself was the limit
+    driverCpuS: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
   };
   process.stdout.write(JSON.stringify(result) + "\n");
   for (const [a, b] of pairs) {
