@@ -351,7 +351,20 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
         await cl.join("busy", f"p{i}")
         clients.append(cl)
     try:
-        await asyncio.sleep(3)  # let heartbeats carry the connection counts (2 s period)
+
+        def published() -> dict[str, str] | None:
+            pod = stack.cluster.kube.get(f"/api/v1/namespaces/{ns}/pods/{keep_name}")
+            notes, labels = pod["metadata"].get("annotations") or {}, pod["metadata"]["labels"]
+            ok = (
+                notes.get(c.DELETION_COST_ANNOTATION) == "4"
+                and int(notes.get(c.WEIGHT_ANNOTATION, "100")) < 100
+                and labels.get(c.ACCEPTING_LABEL) == "false"  # 4 connections, mean 1.3
+            )
+            return {**notes, **labels} if ok else None
+
+        # Heartbeats carry the counts (2 s period); the operator publishes cost, weight
+        # and takes the busiest pod out of rotation for new connections.
+        await until(lambda: asyncio.to_thread(published), 15, "weight and cost published")
         deleted_at = time.monotonic()
         await asyncio.to_thread(stack.kubectl, "delete", "mr", "--all", "-n", ns)
         await until(

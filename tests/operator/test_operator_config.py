@@ -44,6 +44,24 @@ def test_all_problems_listed_at_once() -> None:
     assert "REDIS_URL" in text and "CONTROL_SECRET" in text and "PER_POD" in text
 
 
+async def test_metrics_endpoint_serves_prometheus_text() -> None:
+    import aiohttp
+
+    from meetingroom_operator.metrics import serve
+    from tests.conftest import free_port
+
+    m = Metrics()
+    m.skew.set(1.25)
+    port = free_port()
+    runner = await serve(m, port, "127.0.0.1")
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+            assert r.status == 200
+            assert "roomwire_operator_skew 1.25" in await r.text()
+    finally:
+        await runner.cleanup()
+
+
 def test_metrics_render() -> None:
     m = Metrics()
     m.moves.inc(3, "room")
