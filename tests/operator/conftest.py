@@ -1,8 +1,9 @@
 """Fixtures for the operator tests.
 
 The cluster fixtures come from ``devcluster.pytest_plugin`` (a real kube-apiserver,
-etcd, controller manager, node agent and service proxy). As in ``tests/cluster``, they
-are imported here only while the root conftest does not register the plugin.
+etcd, controller manager, node agent and service proxy), registered by the root
+conftest. As in ``tests/cluster``, they are imported here only while it is not, so that
+a session never starts two clusters once it is.
 """
 
 import sys
@@ -15,7 +16,3 @@ if "devcluster.pytest_plugin" not in sys.modules:
     )
 
     __all__ = ["kube_cluster", "kube_namespace", "pytest_collection_modifyitems"]
-else:  # tests/cluster imported them first: share its fixtures' definitions
-    from tests.cluster.conftest import kube_cluster, kube_namespace
-
-    __all__ = ["kube_cluster", "kube_namespace"]
