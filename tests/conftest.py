@@ -24,6 +24,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The local Kubernetes control plane (kube_cluster, kube_namespace); see docs/cluster.md.
+pytest_plugins = ["devcluster.pytest_plugin"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
