@@ -367,9 +367,15 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
         await until(lambda: asyncio.to_thread(published), 15, "weight and cost published")
         deleted_at = time.monotonic()
         await asyncio.to_thread(stack.kubectl, "delete", "mr", "--all", "-n", ns)
-        await until(
-            lambda: asyncio.to_thread(lambda: stack.replicas() == 1), window + 40, "scale down to 1"
-        )
+        drained: set[str] = set()  # pods seen with the draining mark
+
+        def scaled_down() -> bool:
+            for p in stack.cluster.pods(ns, SIGNALING):
+                if c.DRAINING_ANNOTATION in (p["metadata"].get("annotations") or {}):
+                    drained.add(p["metadata"]["name"])
+            return stack.replicas() == 1
+
+        await until(lambda: asyncio.to_thread(scaled_down), window + 40, "scale down to 1")
         waited = time.monotonic() - deleted_at
         assert waited >= window - 1, f"scaled down after {waited:.1f}s, window {window}s"
         await until(
@@ -377,6 +383,7 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
             60,
             f"only {keep_name} left",
         )
+        assert len(drained) == 2 and keep_name not in drained, drained  # drained first
         for cl in clients:  # nobody on the surviving pod was dropped
             await cl.send({"type": "ping"})
             assert (await cl.recv_until(lambda f: f["type"] == "pong", 5))["type"] == "pong"
