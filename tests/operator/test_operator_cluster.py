@@ -246,6 +246,7 @@ def test_room_placed_shown_validated_and_cleaned_up(
     obj = kube_cluster.wait_for(ready, 20, "boardroom Ready")
     took = time.monotonic() - started
     status = obj["status"]
+    print(f"room Ready {took:.2f}s after kubectl apply")
     assert took < 10, f"Ready after {took:.1f}s"
     assert status["homePod"] in stack.pod_names()
     assert status["endpoint"].startswith("ws://") and status["observedGeneration"] == 1
@@ -611,6 +612,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
 
         await until(cleaned, 5, f"sessions of {victim_name} cleared")
         took = time.monotonic() - killed
+        print(f"kill -9: sessions of {victim_name} cleared {took:.2f}s after the kill")
         assert took <= 2.0, f"sessions cleared after {took:.2f}s"
 
         async def rehomed() -> bool:
