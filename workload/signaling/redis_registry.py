@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from . import keys
 from .protocol import Role
@@ -37,6 +37,10 @@ log = logging.getLogger("signaling.redis")
 
 ROOM_TTL_S = 24 * 3600  # room streams and metadata outlive any one pod's members
 ROOM_STREAM_MAXLEN = 1000
+BATCH_TIMEOUT_S = 5.0
+
+# (script, keys, args, the caller's future)
+_Call = tuple[Any, list[str], list[Any], "asyncio.Future[Any]"]
 
 # Shared helpers, prepended to the scripts that route frames.
 _ROUTE_LIB = """
@@ -294,6 +298,8 @@ class RedisRegistry(Registry):
         self._fan_out = self.redis.register_script(_FAN_OUT)
         self._members = self.redis.register_script(_MEMBERS)
         self._sweep = self.redis.register_script(_SWEEP)
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_inbox: InboxHandler | None = None
         self._registered = False
@@ -337,9 +343,9 @@ class RedisRegistry(Registry):
                     await self._on_inbox({"k": "resubscribed"})
                 self._ever_subscribed = True
                 self._subscribed.set()
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
+                # A blocking read: get_message(timeout=...) costs a timer per message.
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
                         continue
                     try:
                         payload = json.loads(msg["data"])
@@ -375,10 +381,55 @@ class RedisRegistry(Registry):
     # ---- sessions ---------------------------------------------------------------------
 
     async def _call(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
+        """Run a script. Calls made while another batch is in flight go out together in
+        one pipeline: one write and one round trip for many relays, and the scripts of
+        this pod run in the order they were called."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((script, keys_, args, fut))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
         try:
-            return await script(keys=keys_, args=args)
-        except RedisError as e:
-            raise RegistryError(f"redis: {e}") from e
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._run_batch(batch, retry_noscript=True)
+        finally:
+            self._flusher = None
+
+    async def _run_batch(self, batch: list[_Call], retry_noscript: bool) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys_, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        try:
+            results = await asyncio.wait_for(pipe.execute(raise_on_error=False), BATCH_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(RegistryError(f"redis: {e}"))
+            return
+        again: list[_Call] = []
+        for call, result in zip(batch, results, strict=True):
+            fut = call[3]
+            if isinstance(result, NoScriptError) and retry_noscript:
+                again.append(call)  # Redis restarted and forgot the scripts
+            elif fut.done():
+                continue
+            elif isinstance(result, Exception):
+                fut.set_exception(RegistryError(f"redis: {result}"))
+            else:
+                fut.set_result(result)
+        if again:
+            try:
+                for script in {id(c[0]): c[0] for c in again}.values():
+                    await self.redis.script_load(script.script)
+            except RedisError as e:
+                for *_, fut in again:
+                    if not fut.done():
+                        fut.set_exception(RegistryError(f"redis: {e}"))
+                return
+            await self._run_batch(again, retry_noscript=False)
 
     async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
         r = await self._call(
