@@ -196,6 +196,10 @@ async function main() {
   const start = performance.now();
   const measureFrom = start + warmupMs;
   const measureTo = measureFrom + durationMs;
+  // Tell the orchestrator when the measured window opens and closes: it reads the
+  // servers' CPU time at those two moments.
+  setTimeout(() => process.stdout.write("mark start\n"), warmupMs);
+  setTimeout(() => process.stdout.write("mark end\n"), warmupMs + durationMs);
   const window = cfg.window ?? 8;
   const saturate = cfg.mode === "saturate";
 
