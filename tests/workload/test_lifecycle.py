@@ -104,3 +104,26 @@ async def test_drain_on_sigterm(
     await watcher.send({"type": "ping"})
     first = await watcher.recv_until(lambda f: f["type"] in ("pong", "peer-left"))
     assert first["type"] == "pong"
+
+
+async def test_pod_publishes_its_load_for_the_operator(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    pod = start_pod(redis_url, "pod-load", args=["--heartbeat", "0.3"])
+    await joined(clients, pod.ws_url, "load", "a")
+    await joined(clients, pod.ws_url, "load", "b")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        wait_until(
+            lambda: r.hget(keys.pod("pod-load"), "connections") == "2",
+            10,
+            "the heartbeat to carry 2 connections",
+        )
+        info = r.hgetall(keys.pod("pod-load"))
+        assert info["sessions"] == "2" and info["rooms"] == "1" and info["draining"] == "0"
+        assert info["url"] == pod.ws_url and float(info["cpu"]) >= 0
+        assert 0 < r.ttl(keys.pod("pod-load")) <= keys.POD_TTL_S
+        assert r.zscore(keys.PODS, "pod-load") is not None
+        assert len(r.smembers(keys.pod_sessions("pod-load"))) == 2
+    finally:
+        r.close()

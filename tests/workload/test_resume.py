@@ -176,8 +176,9 @@ async def test_peer_of_a_killed_pod_is_announced_gone_after_grace(
 ) -> None:
     """Nobody resumes after the pod died: a surviving pod tells the room, once."""
     pod1 = start_pod(redis_url, "pod-1", args=["--grace", "1"], wait_ready=False)
-    pod2 = start_pod(redis_url, "pod-2", args=["--grace", "1", "--heartbeat", "0.5"],
-                     wait_ready=False)
+    pod2 = start_pod(
+        redis_url, "pod-2", args=["--grace", "1", "--heartbeat", "0.5"], wait_ready=False
+    )
     wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
     await joined(clients, pod1.ws_url, "sweep", "alice")
     b = await joined(clients, pod2.ws_url, "sweep", "bob")

@@ -8,7 +8,8 @@ Keys (``{x}`` is a value):
 - ``rw:pods`` sorted set: pod id -> unix time of its last heartbeat.
 - ``rw:pod:{pod}`` hash, expires ``POD_TTL_S`` after the last heartbeat: ``url`` (ws URL
   of the pod), ``connections`` (open WebSocket connections), ``sessions`` (live
-  sessions), ``rooms`` (rooms with a local member), ``draining`` ("0"/"1"), ``ts``.
+  sessions), ``rooms`` (rooms with a local member), ``draining`` ("0"/"1"), ``cpu``
+  (share of one core used since the previous heartbeat), ``ts``.
 - ``rw:pod:{pod}:sessions`` set of session ids owned by the pod.
 - ``rw:session:{sid}`` hash: ``pod``, ``room``, ``peer``, ``role``, ``state``
   (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach). A live

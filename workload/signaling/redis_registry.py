@@ -627,6 +627,7 @@ class RedisRegistry(Registry):
                     "sessions": stats.sessions,
                     "rooms": stats.rooms,
                     "draining": int(stats.draining),
+                    "cpu": stats.cpu,
                     "ts": now,
                 },
             )

@@ -73,6 +73,7 @@ class PodStats:
     sessions: int
     rooms: int
     draining: bool
+    cpu: float = 0.0  # share of one core this process used since the last heartbeat
 
 
 class Registry(ABC):

@@ -111,6 +111,7 @@ class Hub:
             lambda: len(self.sockets), lambda: len(self.sessions), lambda: len(self.rooms)
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cpu_mark = (time.monotonic(), time.process_time())
         self._takeover_waits: dict[str, asyncio.Future[list[tuple[int, str]]]] = {}
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -140,12 +141,17 @@ class Hub:
         return task
 
     def stats(self) -> PodStats:
+        now, used = time.monotonic(), time.process_time()
+        last_now, last_used = self._cpu_mark
+        self._cpu_mark = (now, used)
+        cpu = (used - last_used) / (now - last_now) if now > last_now else 0.0
         return PodStats(
             self.settings.advertise_url,
             len(self.sockets),
             len(self.sessions),
             len(self.rooms),
             self.draining,
+            round(cpu, 3),
         )
 
     async def _heartbeat_loop(self) -> None:
