@@ -117,14 +117,17 @@ class Store:
             pairs = [(pod, sid) for pod, sids in zip(pods, sets, strict=True) for sid in sids]
             pipe = self.redis.pipeline(transaction=False)
             for _, sid in pairs:
-                pipe.hmget(keys.session(sid), "pod", "room", "role", "state")
+                pipe.hmget(keys.session(sid), "pod", "room", "role", "state", "busy")
             rows = await pipe.execute()
         except RedisError as e:
             raise StoreError(f"reading sessions: {e}") from e
         out: list[Session] = []
-        for (pod, sid), (owner, room, role, state) in zip(pairs, rows, strict=True):
+        now = time.time()
+        for (pod, sid), (owner, room, role, state, busy) in zip(pairs, rows, strict=True):
             if owner == pod and state == "live" and room:
-                out.append(Session(sid, pod, room, role or "participant"))
+                # busy: until when the session is in an offer/answer exchange (see keys)
+                negotiating = _float(busy) > now
+                out.append(Session(sid, pod, room, role or "participant", negotiating))
         return out
 
     async def session_states(self, sids: Iterable[str]) -> dict[str, tuple[str, str] | None]:

@@ -7,10 +7,12 @@ real SIGTERM to a pod process. Waits are bounded polls on observable state.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from signaling import keys
@@ -125,5 +127,45 @@ async def test_pod_publishes_its_load_for_the_operator(
         assert 0 < r.ttl(keys.pod("pod-load")) <= keys.POD_TTL_S
         assert r.zscore(keys.PODS, "pod-load") is not None
         assert len(r.smembers(keys.pod_sessions("pod-load"))) == 2
+    finally:
+        r.close()
+
+
+async def test_negotiation_is_published_and_defers_a_rebalance(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """An operator `reconnect` waits until the offer has its answer."""
+    from signaling import control
+
+    pod = start_pod(redis_url, "pod-neg", args=["--heartbeat", "0.3", "--control-secret", "k"])
+    a = await joined(clients, pod.ws_url, "neg", "a")
+    b = await joined(clients, pod.ws_url, "neg", "b")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await a.relay("offer", "b", {"sdp": "o"})
+        await b.recv_until(lambda f: f["type"] == "offer")
+        wait_until(
+            lambda: float(r.hget(keys.session(b.session_id), "busy") or 0) > time.time(),
+            10,
+            "b to be published as busy",
+        )
+        r.publish(
+            keys.inbox("pod-neg"),
+            json.dumps(
+                control.sign("k", {"op": "reconnect", "sids": [b.session_id], "after_ms": 0})
+            ),
+        )
+        # No reconnect while the exchange is open ...
+        with pytest.raises(TimeoutError):
+            await b.recv_until(lambda f: f["type"] == "reconnect", timeout=1.0)
+        # ... and it comes once the answer went back.
+        await b.relay("answer", "a", {"sdp": "a"})
+        frame = await b.recv_until(lambda f: f["type"] == "reconnect", timeout=5)
+        assert frame["resume"] == b.resume_token
+        wait_until(
+            lambda: float(r.hget(keys.session(a.session_id), "busy") or 0) == 0,
+            10,
+            "a to be published as no longer busy",
+        )
     finally:
         r.close()

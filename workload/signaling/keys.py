@@ -12,7 +12,9 @@ Keys (``{x}`` is a value):
   (share of one core used since the previous heartbeat), ``ts``.
 - ``rw:pod:{pod}:sessions`` set of session ids owned by the pod.
 - ``rw:session:{sid}`` hash: ``pod``, ``room``, ``peer``, ``role``, ``state``
-  (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach). A live
+  (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach), ``busy``
+  (unix time until which the session is in an offer/answer exchange; 0 when not; written
+  with the pod's heartbeat, so the operator does not move it mid-negotiation). A live
   session expires ``POD_TTL_S`` after its pod's last heartbeat; a session in grace
   expires when its grace period ends.
 - ``rw:session:{sid}:box`` stream: frames kept for a session that is not attached to a

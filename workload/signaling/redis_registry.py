@@ -635,6 +635,9 @@ class RedisRegistry(Registry):
             pipe.zadd(keys.PODS, {self.pod_id: now})
             for rec in sessions:
                 if rec.live:
+                    if rec.busy is not None:
+                        pipe.hset(keys.session(rec.sid), "busy", rec.busy)
+                    # after the HSET: a session removed meanwhile must not linger
                     pipe.expire(keys.session(rec.sid), keys.POD_TTL_S)
             pipe.expire(keys.pod_sessions(self.pod_id), keys.POD_TTL_S * 6)
             await pipe.execute()

@@ -64,6 +64,9 @@ class SessionRecord:
     role: str
     live: bool
     seq: int
+    # Set when the negotiation state changed since the last heartbeat: the unix time
+    # until which the session is busy (0: no longer busy).
+    busy: float | None = None
 
 
 @dataclass(frozen=True)

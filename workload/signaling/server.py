@@ -57,6 +57,7 @@ from .tokens import TokenError
 log = logging.getLogger("signaling")
 
 RECENT_FRAMES = 32
+NEGOTIATION_S = 10.0  # longest an offer waits for its answer before moves are allowed again
 SWEEP_EVERY = 3  # heartbeats between sweeps of rooms for expired sessions
 
 
@@ -86,6 +87,20 @@ class LocalSession:
     # The last frames sent, stamped: a dropped connection may have lost them in flight,
     # so a resume re-sends those past the client's last_seq.
     recent: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
+    # Until when an offer/answer exchange is under way (monotonic clock); 0 when not.
+    negotiating_until: float = 0.0
+    busy_published: float = 0.0
+
+    def note_signal(self, text: str) -> None:
+        """Track offer/answer: a session is not moved in the middle of a negotiation."""
+        if text.startswith('{"type":"offer"'):
+            self.negotiating_until = time.monotonic() + NEGOTIATION_S
+        elif text.startswith('{"type":"answer"'):
+            self.negotiating_until = 0.0
+
+    @property
+    def negotiating(self) -> bool:
+        return self.negotiating_until > time.monotonic()
 
     @property
     def live(self) -> bool:
@@ -161,7 +176,7 @@ class Hub:
             if self.registry_ok and beats % SWEEP_EVERY == 0:
                 await self._sweep()
             records = [
-                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq)
+                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq, _busy_change(s))
                 for s in self.sessions.values()
             ]
             try:
@@ -207,6 +222,7 @@ class Hub:
             self.spawn(self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "slow consumer"))
             self.spawn(self._keep(session.sid, text, n))
             return
+        session.note_signal(text)
         session.seq += 1
         # rn: the frame's place in the session's cross-pod order (see last_rn on resume)
         stamped = splice(
@@ -379,7 +395,7 @@ class Hub:
             for sid in cmd.get("sids") or []:
                 s = self.sessions.get(str(sid))
                 if s is not None and s.attachment is not None:
-                    self.spawn(self._send_reconnect(s, after, 0.0))
+                    self.spawn(self._send_reconnect(s, after, 0.0, wait_negotiation=True))
         elif op == "migrate-room":
             room, url = str(cmd.get("room")), str(cmd.get("url"))
             for s in self.local_room_members(room):
@@ -391,9 +407,14 @@ class Hub:
         elif op == "drain":
             self.spawn(self.drain())
 
-    async def _send_reconnect(self, s: LocalSession, after_ms: int, delay_s: float) -> None:
+    async def _send_reconnect(
+        self, s: LocalSession, after_ms: int, delay_s: float, wait_negotiation: bool = False
+    ) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
+        # A rebalance waits (bounded) for an offer/answer exchange to finish.
+        while wait_negotiation and s.negotiating:
+            await asyncio.sleep(0.1)
         att = s.attachment
         if att is None or att.closing:
             return
@@ -703,6 +724,7 @@ class Hub:
     async def _relay(self, s: LocalSession, att: Attachment, r: Relay, received: float) -> None:
         target = self.by_peer.get((s.room, r.to))
         text = encode_frame(r.frame)
+        s.note_signal(text)
         if target is not None and target.sid in self.sessions:
             # Same pod: straight to the socket, no registry.
             self.deliver(target, text)
@@ -742,6 +764,19 @@ class Hub:
         self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
         if e.id is not None:
             self.send_direct(att, {"type": "ack", "id": e.id})
+
+
+def _busy_change(s: LocalSession) -> float | None:
+    """The busy mark to publish for ``s`` if it changed since the last heartbeat."""
+    if s.negotiating:
+        if s.busy_published:
+            return None
+        s.busy_published = time.time() + (s.negotiating_until - time.monotonic())
+        return s.busy_published
+    if s.busy_published:
+        s.busy_published = 0.0
+        return 0.0
+    return None
 
 
 _RN = re.compile(r',"rn":(\d+),"seq":\d+}$')
