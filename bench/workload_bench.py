@@ -72,7 +72,7 @@ def workload_version() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "workload"],
+            ["git", "status", "--porcelain", "--", "workload", "pyproject.toml"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -81,7 +81,9 @@ def workload_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "an unknown commit"
-    return f"commit {sha}" + (" with uncommitted changes under workload/" if dirty else "")
+    return f"commit {sha}" + (
+        " with uncommitted changes (workload/, pyproject.toml)" if dirty else ""
+    )
 
 
 def command() -> str:
