@@ -458,8 +458,12 @@ class Hub:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
             raise web.HTTPServiceUnavailable(text="draining\n")
+        # No per-message compression: small JSON frames gain little and it costs more CPU
+        # than the rest of a relay (measured in bench/workload_findings.md).
         ws = web.WebSocketResponse(
-            heartbeat=self.settings.ws_heartbeat_s, max_msg_size=self.limits.max_frame_bytes
+            heartbeat=self.settings.ws_heartbeat_s,
+            max_msg_size=self.limits.max_frame_bytes,
+            compress=False,
         )
         await ws.prepare(request)
         self.sockets.add(ws)
