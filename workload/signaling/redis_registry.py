@@ -19,7 +19,11 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from . import keys
 from .protocol import Role
@@ -254,6 +258,12 @@ end
 return gone
 """
 
+_TAKE = """
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+redis.call('DEL', KEYS[1])
+return entries
+"""
+
 _MEMBERS = """
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
@@ -270,12 +280,74 @@ return out
 """
 
 
-def _resp(*args: str) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for a in args:
-        b = a.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
+class _RawConnection:
+    """A plain RESP connection parsed with hiredis, for the two hot paths: running the
+    routing scripts in batches, and reading the inbox. redis-py costs tens of
+    microseconds per command in Python; here a batch is one write and one read loop."""
+
+    def __init__(self, opts: dict[str, Any], use_ssl: bool) -> None:
+        self.opts, self.use_ssl = opts, use_ssl
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.parser = hiredis.Reader()
+
+    async def open(self) -> None:
+        ctx = ssl.create_default_context() if self.use_ssl else None
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                self.opts.get("host", "localhost"), self.opts.get("port", 6379), ssl=ctx
+            ),
+            5,
+        )
+        self.parser = hiredis.Reader()
+        if self.opts.get("password"):
+            user = self.opts.get("username")
+            await self._checked([("AUTH", *([user] if user else []), self.opts["password"])])
+        if self.opts.get("db"):
+            await self._checked([("SELECT", self.opts["db"])])
+
+    async def _checked(self, commands: list[tuple[Any, ...]]) -> None:
+        for reply in await asyncio.wait_for(self.call(commands), 5):
+            if isinstance(reply, hiredis.ReplyError):
+                raise ConnectionError(f"redis refused: {reply}")
+
+    @property
+    def is_open(self) -> bool:
+        # at_eof: Redis closed it while idle (a restart): reopen before writing.
+        return (
+            self.writer is not None
+            and not self.writer.is_closing()
+            and self.reader is not None
+            and not self.reader.at_eof()
+        )
+
+    def send(self, commands: list[tuple[Any, ...]]) -> None:
+        assert self.writer is not None
+        self.writer.write(b"".join(hiredis.pack_command(c) for c in commands))
+
+    async def read_chunk(self) -> None:
+        assert self.reader is not None
+        data = await self.reader.read(1 << 16)
+        if not data:
+            raise ConnectionError("redis closed the connection")
+        self.parser.feed(data)
+
+    async def call(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send the commands at once; their replies in order (errors as values)."""
+        self.send(commands)
+        out: list[Any] = []
+        while len(out) < len(commands):
+            item = self.parser.gets()
+            if item is False:
+                await self.read_chunk()
+            else:
+                out.append(item)
+        return out
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 def _s(value: Any) -> str:
@@ -297,8 +369,15 @@ class RedisRegistry(Registry):
         self.keep_max = keep_max
         self.grace_s = max(1, round(grace_s))
         self._resume_secret = resume_secret
+        # One retry on a fresh connection: after a Redis restart every pooled
+        # connection is dead, and the commands sent this way are idempotent.
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=5
+            url,
+            socket_timeout=3,
+            socket_connect_timeout=2,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._join = self.redis.register_script(_JOIN)
         self._resume = self.redis.register_script(_RESUME)
@@ -309,7 +388,9 @@ class RedisRegistry(Registry):
         self._fan_out = self.redis.register_script(_FAN_OUT)
         self._members = self.redis.register_script(_MEMBERS)
         self._sweep = self.redis.register_script(_SWEEP)
+        self._take = self.redis.register_script(_TAKE)
         self._pending: list[_Call] = []
+        self._scripts_conn = self._raw()
         self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_inbox: InboxHandler | None = None
@@ -336,6 +417,7 @@ class RedisRegistry(Registry):
             await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
+        self._scripts_conn.close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(BaseException):
@@ -362,37 +444,14 @@ class RedisRegistry(Registry):
         spends tens of microseconds per message.
         """
         assert self._on_inbox is not None
-        opts = self.redis.connection_pool.connection_kwargs
-        ssl_ctx = ssl.create_default_context() if self.url.startswith("rediss://") else None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                opts.get("host", "localhost"), opts.get("port", 6379), ssl=ssl_ctx
-            ),
-            5,
-        )
-        parser = hiredis.Reader()
-
-        async def command(*args: str) -> None:
-            writer.write(_resp(*args))
-            await writer.drain()
-
-        async def reply() -> Any:
-            while (item := parser.gets()) is False:
-                data = await asyncio.wait_for(reader.read(1 << 16), 5)
-                if not data:
-                    raise ConnectionError("redis closed the inbox connection")
-                parser.feed(data)
-            if isinstance(item, hiredis.ReplyError):
-                raise ConnectionError(f"redis refused: {item}")
-            return item
-
+        conn = self._raw()
         try:
-            if opts.get("password"):
-                user = opts.get("username")
-                await command("AUTH", *([user] if user else []), opts["password"])
-                await reply()
-            await command("SUBSCRIBE", keys.inbox(self.pod_id))
-            await reply()
+            await conn.open()
+            [confirmed] = await asyncio.wait_for(
+                conn.call([("SUBSCRIBE", keys.inbox(self.pod_id))]), 5
+            )
+            if isinstance(confirmed, hiredis.ReplyError):
+                raise ConnectionError(f"redis refused the subscription: {confirmed}")
             if self._ever_subscribed:
                 # Frames routed while nobody listened were kept: fetch them now.
                 await self._on_inbox({"k": "resubscribed"})
@@ -401,19 +460,16 @@ class RedisRegistry(Registry):
             idle = 0
             while True:
                 try:
-                    data = await asyncio.wait_for(reader.read(1 << 16), INBOX_PING_S)
+                    await asyncio.wait_for(conn.read_chunk(), INBOX_PING_S)
                 except TimeoutError:
                     # A silent connection may be dead: PING, and give up after two.
                     idle += 1
                     if idle > 2:
                         raise ConnectionError("no answer on the inbox connection") from None
-                    await command("PING")
+                    conn.send([("PING",)])
                     continue
-                if not data:
-                    raise ConnectionError("redis closed the inbox connection")
                 idle = 0
-                parser.feed(data)
-                while (item := parser.gets()) is not False:
+                while (item := conn.parser.gets()) is not False:
                     if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
                         try:
                             payload = json.loads(item[2])
@@ -422,9 +478,11 @@ class RedisRegistry(Registry):
                         if isinstance(payload, dict):
                             await self._on_inbox(payload)
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            conn.close()
+
+    def _raw(self) -> _RawConnection:
+        opts = dict(self.redis.connection_pool.connection_kwargs)
+        return _RawConnection(opts, self.url.startswith("rediss://"))
 
     async def healthy(self) -> bool:
         try:
@@ -462,12 +520,15 @@ class RedisRegistry(Registry):
             self._flusher = None
 
     async def _run_batch(self, batch: list[_Call], retry_noscript: bool) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for script, keys_, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        commands = [
+            ("EVALSHA", script.sha, len(keys_), *keys_, *args) for script, keys_, args, _ in batch
+        ]
         try:
-            results = await asyncio.wait_for(pipe.execute(raise_on_error=False), BATCH_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as e:
+            if not self._scripts_conn.is_open:
+                await self._scripts_conn.open()
+            results = await asyncio.wait_for(self._scripts_conn.call(commands), BATCH_TIMEOUT_S)
+        except (OSError, TimeoutError, hiredis.ProtocolError) as e:
+            self._scripts_conn.close()  # its stream is in an unknown state
             for *_, fut in batch:
                 if not fut.done():
                     fut.set_exception(RegistryError(f"redis: {e}"))
@@ -475,11 +536,12 @@ class RedisRegistry(Registry):
         again: list[_Call] = []
         for call, result in zip(batch, results, strict=True):
             fut = call[3]
-            if isinstance(result, NoScriptError) and retry_noscript:
+            noscript = isinstance(result, hiredis.ReplyError) and str(result).startswith("NOSCRIPT")
+            if noscript and retry_noscript:
                 again.append(call)  # Redis restarted and forgot the scripts
             elif fut.done():
                 continue
-            elif isinstance(result, Exception):
+            elif isinstance(result, (Exception, hiredis.ReplyError)):
                 fut.set_exception(RegistryError(f"redis: {result}"))
             else:
                 fut.set_result(result)
@@ -565,16 +627,9 @@ class RedisRegistry(Registry):
         return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]), recent)
 
     async def take_kept(self, sid: str) -> list[tuple[int, str]]:
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xrange(keys.session_box(sid))
-            pipe.delete(keys.session_box(sid))
-            entries, _ = await pipe.execute()
-        except RedisError as e:
-            raise RegistryError(str(e)) from e
         out = []
-        for _entry_id, fields in entries:
-            f = {_s(k): v for k, v in fields.items()}
+        for _entry_id, fields in await self._call(self._take, [keys.session_box(sid)], []):
+            f = {_s(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
             out.append((int(f["n"]), _s(f["f"])))
         return sorted(out)
 
