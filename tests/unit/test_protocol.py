@@ -191,3 +191,16 @@ def test_asyncapi_document_names_every_type_and_error_code() -> None:
         assert f'"{kind}"' in text, kind
     errors = doc["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"]
     assert set(errors) == {str(c) for c in ErrorCode}
+
+
+def test_compact_inbox_messages_decode() -> None:
+    from signaling.redis_registry import decode_inbox
+
+    frame = '{"type":"offer","from":"a","data":{"x":"a\\u001fb|,"}}'
+    d = decode_inbox(b"d\x1fsid1\x1f7\x1f1700000000.25\x1f" + frame.encode())
+    assert d == {"k": "deliver", "sid": "sid1", "n": 7, "t": 1700000000.25, "text": frame}
+    r = decode_inbox(b"r\x1f1.5\x1fs1,s2\x1f3,4\x1f" + frame.encode())
+    assert r == {"k": "room", "t": 1.5, "sids": ["s1", "s2"], "ns": [3, 4], "text": frame}
+    assert decode_inbox(b'{"k": "takeover", "sid": "s"}') == {"k": "takeover", "sid": "s"}
+    for bad in [b"d\x1fonly", b"not json", b"[1]", b"r\x1fx\x1fs\x1fn\x1f{}"]:
+        assert decode_inbox(bad) is None

@@ -33,11 +33,16 @@ Keys (``{x}`` is a value):
 - ``rw:inbox:{pod}`` pub/sub channel: everything addressed to one pod. A pod
   subscribes to its own inbox and to nothing else.
 
-Inbox messages are JSON objects with a kind ``k``:
+Inbox messages. The two hot ones are compact, fields separated by the byte 0x1f (never
+found in ids or numbers) and the encoded frame last, as it is, so it is never escaped
+and parsed twice:
 
-- ``{"k": "deliver", "sid": str, "n": int, "frame": {...}}`` one frame for one session.
-- ``{"k": "room", "room": str, "sids": [str], "frame": {...}, "except": str}`` one room
-  frame for the listed sessions of that pod.
+- ``d<US>{sid}<US>{n}<US>{t}<US>{frame}`` one frame for one session; ``n`` orders the
+  session's frames across pods, ``t`` is the sender's clock (for the latency metric).
+- ``r<US>{t}<US>{sid,sid,...}<US>{n,n,...}<US>{frame}`` one room frame for the listed
+  sessions of that pod.
+
+The others are JSON objects with a kind ``k``:
 - ``{"k": "takeover", "sid": str, "pod": str}`` the session resumed on ``pod``; drop it.
 - ``{"k": "cmd", "cmd": {...}, "sig": hex}`` an operator command, HMAC-SHA256 of the
   canonical JSON of ``cmd`` with the shared control secret. Commands:

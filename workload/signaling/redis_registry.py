@@ -80,8 +80,8 @@ local function route(sid, text, me, keep_max, grace, now, n)
   if s[2] == 'live' and s[1] == me then return 3 end
   n = next_n(sid, n)
   if s[2] == 'live' and s[1] ~= '' then
-    local msg = '{"k":"deliver","sid":"' .. sid .. '","n":' .. n .. ',"t":' .. now ..
-      ',"text":' .. cjson.encode(text) .. '}'
+    -- compact framing (see keys): the frame rides as it is, never re-escaped
+    local msg = 'd\\31' .. sid .. '\\31' .. n .. '\\31' .. now .. '\\31' .. text
     if redis.call('PUBLISH', 'rw:inbox:' .. s[1], msg) > 0 then
       routed(sid, n, text, grace)
       return 1
@@ -230,8 +230,8 @@ for i = 1, #all, 2 do
   end
 end
 for pod, batch in pairs(bypod) do
-  local msg = '{"k":"room","t":' .. now .. ',"sids":' .. cjson.encode(batch[1]) ..
-    ',"ns":' .. cjson.encode(batch[2]) .. ',"text":' .. cjson.encode(out) .. '}'
+  local msg = 'r\\31' .. now .. '\\31' .. table.concat(batch[1], ',') .. '\\31' ..
+    table.concat(batch[2], ',') .. '\\31' .. out
   if redis.call('PUBLISH', 'rw:inbox:' .. pod, msg) == 0 then
     for i, sid in ipairs(batch[1]) do keep(sid, out, keep_max, grace, batch[2][i]) end
   else
@@ -348,6 +348,33 @@ class _RawConnection:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+def decode_inbox(data: bytes) -> dict[str, Any] | None:
+    """An inbox message as a dict (see ``signaling.keys``); None if it is malformed."""
+    try:
+        if data[:2] == b"d\x1f":
+            _, sid, n, t, text = data.split(b"\x1f", 4)
+            return {
+                "k": "deliver",
+                "sid": sid.decode(),
+                "n": int(n),
+                "t": float(t),
+                "text": text.decode(),
+            }
+        if data[:2] == b"r\x1f":
+            _, t, sids, ns, text = data.split(b"\x1f", 4)
+            return {
+                "k": "room",
+                "t": float(t),
+                "sids": sids.decode().split(","),
+                "ns": [int(x) for x in ns.split(b",")],
+                "text": text.decode(),
+            }
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _s(value: Any) -> str:
@@ -471,11 +498,8 @@ class RedisRegistry(Registry):
                 idle = 0
                 while (item := conn.parser.gets()) is not False:
                     if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
-                        try:
-                            payload = json.loads(item[2])
-                        except ValueError:
-                            continue
-                        if isinstance(payload, dict):
+                        payload = decode_inbox(item[2])
+                        if payload is not None:
                             await self._on_inbox(payload)
         finally:
             conn.close()
