@@ -529,11 +529,17 @@ class RedisRegistry(Registry):
         """Run a script. Calls made while another batch is in flight go out together in
         one pipeline: one write and one round trip for many relays, and the scripts of
         this pod run in the order they were called."""
+        return await self._submit(script, keys_, args)
+
+    def _submit(self, script: Any, keys_: list[str], args: list[Any]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys_, args, fut))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await fut
+        return fut
+
+    def backlog(self) -> int:
+        return len(self._pending)
 
     async def _flush(self) -> None:
         try:
@@ -697,12 +703,28 @@ class RedisRegistry(Registry):
         return int(r) == 3
 
     async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
-        r = await self._call(
+        return await self.send_to_peer_soon(room, peer, text)
+
+    def send_to_peer_soon(self, room: str, peer: str, text: str) -> asyncio.Future[bool]:
+        raw = self._submit(
             self._send_to_peer,
             [keys.room_members(room)],
             [peer, text, self.pod_id, self.keep_max, self.grace_s, repr(time.time())],
         )
-        return int(r) != 0
+        out: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if out.done():
+                return
+            if f.cancelled():
+                out.cancel()
+            elif (e := f.exception()) is not None:
+                out.set_exception(e)
+            else:
+                out.set_result(int(f.result()) != 0)
+
+        raw.add_done_callback(done)
+        return out
 
     async def fan_out(
         self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool

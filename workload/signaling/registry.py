@@ -9,6 +9,7 @@ attached here, replay offsets, and keeping frames for sessions in their grace pe
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from abc import ABC, abstractmethod
 from collections import deque
@@ -142,6 +143,14 @@ class Registry(ABC):
     @abstractmethod
     async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
         """Deliver to a peer that is not live on this pod; False if there is no such peer."""
+
+    def send_to_peer_soon(self, room: str, peer: str, text: str) -> asyncio.Future[bool]:
+        """``send_to_peer`` without waiting: sends of one pod happen in call order."""
+        return asyncio.ensure_future(self.send_to_peer(room, peer, text))
+
+    def backlog(self) -> int:
+        """Operations started and not yet carried out (for back-pressure)."""
+        return 0
 
     @abstractmethod
     async def fan_out(

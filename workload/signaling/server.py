@@ -57,6 +57,7 @@ from .tokens import TokenError
 log = logging.getLogger("signaling")
 
 RECENT_FRAMES = 32
+MAX_BACKLOG = 4096  # registry operations in flight before connections stop being read
 NEGOTIATION_S = 10.0  # longest an offer waits for its answer before moves are allowed again
 SWEEP_EVERY = 3  # heartbeats between sweeps of rooms for expired sessions
 
@@ -734,18 +735,24 @@ class Hub:
             self.deliver(target, text)
             self.metrics.relay_latency.observe(time.time() - received)
             self.metrics.delivered.inc("local")
-            ok = True
-        else:
-            try:
-                ok = await self.registry.send_to_peer(s.room, r.to, text)
-            except RegistryError as e:
-                log.warning("relay failed: %s", e)
-                self.send_direct(
-                    att, error(ErrorCode.UNAVAILABLE, "relay unavailable, retry", r.id)
-                )
-                return
-            self.metrics.delivered.inc("remote")
-        if not ok:
+            if r.id is not None:
+                self.send_direct(att, {"type": "ack", "id": r.id})
+            return
+        # Another pod: the registry routes it in call order; this connection reads its
+        # next frame meanwhile, and the answer (ack or error) follows when it is known.
+        fut = self.registry.send_to_peer_soon(s.room, r.to, text)
+        self.metrics.delivered.inc("remote")
+        fut.add_done_callback(lambda f: self._relay_done(att, r, f))
+        if self.registry.backlog() > MAX_BACKLOG:
+            await asyncio.wait([fut])  # back-pressure: stop reading this socket a while
+
+    def _relay_done(self, att: Attachment, r: Relay, fut: asyncio.Future[bool]) -> None:
+        if fut.cancelled() or att.closing:
+            return
+        if (e := fut.exception()) is not None:
+            log.warning("relay failed: %s", e)
+            self.send_direct(att, error(ErrorCode.UNAVAILABLE, "relay unavailable, retry", r.id))
+        elif not fut.result():
             self.send_direct(
                 att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room", r.id)
             )
