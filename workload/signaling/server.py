@@ -14,6 +14,7 @@ import logging
 import random
 import re
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -67,9 +68,54 @@ class Attachment:
     """One open WebSocket and its bounded outbound queue."""
 
     ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None = None
     queue: deque[str] = field(default_factory=deque)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
+
+    def emit(self, text: str) -> None:
+        """Send now when nothing waits before it, else queue behind the writer task.
+
+        The direct path writes one whole unmasked text frame to the transport: no task
+        and no await per frame. Control frames aiohttp writes are whole frames as well,
+        so the two never interleave inside a frame.
+        """
+        t = self.transport
+        if (
+            not self.queue
+            and self.writer is None
+            and not self.closing
+            and isinstance(t, asyncio.WriteTransport)
+            and not t.is_closing()
+            and not self.ws.closed
+            and t.get_write_buffer_size() == 0
+        ):
+            t.write(text_frame(text.encode()))
+            return
+        self.queue.append(text)
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(_write_queue(self))
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (server to client, RFC 6455)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+async def _write_queue(att: Attachment) -> None:
+    """Drain the queue with aiohttp's writer, which waits while the socket is full."""
+    try:
+        while att.queue:
+            await att.ws.send_str(att.queue.popleft())
+    except (ConnectionError, RuntimeError):
+        att.queue.clear()
+    finally:
+        att.writer = None
 
 
 @dataclass(eq=False)
@@ -230,11 +276,9 @@ class Hub:
             text, f',"seq":{session.seq}' if n is None else f',"rn":{n},"seq":{session.seq}'
         )
         session.recent.append((session.seq, stamped))
-        att.queue.append(stamped)
+        att.emit(stamped)
         if sent_at is not None:
             self.metrics.relay_latency.observe(max(0.0, time.time() - sent_at))
-        if att.writer is None:
-            att.writer = asyncio.get_running_loop().create_task(self._write(att))
 
     async def _keep(self, sid: str, text: str, n: int | None = None) -> None:
         self.metrics.kept.inc()
@@ -247,22 +291,11 @@ class Hub:
         if mine and s is not None and s.attachment is not None:
             self.deliver(s, text)
 
-    async def _write(self, att: Attachment) -> None:
-        try:
-            while att.queue:
-                await att.ws.send_str(att.queue.popleft())
-        except (ConnectionError, RuntimeError):
-            att.queue.clear()
-        finally:
-            att.writer = None
-
     def send_direct(self, att: Attachment, frame: Frame) -> None:
         """A frame for this connection only (errors, acks, joined): no seq."""
-        att.queue.append(encode_frame(frame))
+        att.emit(encode_frame(frame))
         if frame.get("type") == "error":
             self.metrics.errors.inc(str(frame.get("code")))
-        if att.writer is None:
-            att.writer = asyncio.get_running_loop().create_task(self._write(att))
 
     async def close_socket(self, att: Attachment, code: int, reason: str) -> None:
         if att.closing:
@@ -468,7 +501,7 @@ class Hub:
         )
         await ws.prepare(request)
         self.sockets.add(ws)
-        att = Attachment(ws)
+        att = Attachment(ws, request.transport)
         conn = Connection(self.limits, self.settings.token_secret or None)
         session: LocalSession | None = None
         left = False
@@ -672,9 +705,7 @@ class Hub:
         s.recent.clear()
         for q, t in resend:
             s.recent.append((q, t))
-            att.queue.append(t)
-        if resend and att.writer is None:
-            att.writer = asyncio.get_running_loop().create_task(self._write(att))
+            att.emit(t)
         self._release(s, kept)
         return s
 
