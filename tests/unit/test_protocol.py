@@ -204,3 +204,22 @@ def test_compact_inbox_messages_decode() -> None:
     assert decode_inbox(b'{"k": "takeover", "sid": "s"}') == {"k": "takeover", "sid": "s"}
     for bad in [b"d\x1fonly", b"not json", b"[1]", b"r\x1fx\x1fs\x1fn\x1f{}"]:
         assert decode_inbox(bad) is None
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_text_frames_written_directly_follow_rfc_6455(size: int) -> None:
+    import struct
+
+    from signaling.server import text_frame
+
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81  # FIN, text
+    if size < 126:
+        assert frame[1] == size and frame[2:] == payload
+    elif size < 65536:
+        assert frame[1] == 126 and struct.unpack("!H", frame[2:4])[0] == size
+        assert frame[4:] == payload
+    else:
+        assert frame[1] == 127 and struct.unpack("!Q", frame[2:10])[0] == size
+        assert frame[10:] == payload
