@@ -624,7 +624,15 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
         async def resumed() -> bool:
             return all(f.resumes >= 1 and f.ready.is_set() for f in followers)
 
-        await until(resumed, 20, "clients resumed through the Service")
+        try:
+            await until(resumed, 20, "clients resumed through the Service")
+        except AssertionError as e:
+            missing = [
+                f"{f.peer}: resumes={f.resumes} ready={f.ready.is_set()} errors={f.errors[-2:]}"
+                for f in followers
+                if f.resumes < 1 or not f.ready.is_set()
+            ]
+            raise AssertionError(f"{e}; not resumed: {missing}") from None
         for f, sid in zip(followers, sids, strict=True):
             assert f.client.session_id == sid  # the same session, resumed
         homes_after = await until(all_ready, 10, "statuses updated")

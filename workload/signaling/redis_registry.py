@@ -377,6 +377,11 @@ def decode_inbox(data: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+def _peers(flat: list[str]) -> list[PeerInfo]:
+    """``[peer, role, peer, role, ...]`` from a script, as PeerInfo."""
+    return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -610,14 +615,14 @@ class RedisRegistry(Registry):
         )
         if int(r[0]) < 0:
             raise RoomFull(f"room {room} has {max_peers} peers")
-        flat = [_s(x) for x in r[5]]
-        peers = [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        peers = _peers([_s(x) for x in r[5]])
         old_sid, old_pod = _s(r[1]), _s(r[2])
         return JoinOutcome(peers, _s(r[3]), int(r[4]), old_sid or None, old_pod or None)
 
     async def members(self, room: str) -> list[PeerInfo]:
-        flat = [_s(x) for x in await self._call(self._members, [keys.room_members(room)], [])]
-        return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return _peers(
+            [_s(x) for x in await self._call(self._members, [keys.room_members(room)], [])]
+        )
 
     async def resume(
         self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
@@ -755,7 +760,7 @@ class RedisRegistry(Registry):
                 self._sweep, [keys.room_members(room), keys.room_roles(room)], []
             )
         ]
-        return [PeerInfo(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return _peers(flat)
 
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
         msg = json.dumps({"k": "takeover", "sid": sid, "pod": self.pod_id, "replaced": replaced})
