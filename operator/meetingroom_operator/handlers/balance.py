@@ -72,7 +72,8 @@ async def tick(state: State, refresh_status: bool = True) -> None:
             state.urls[pod] = hb.url
     if state.pods_synced.is_set():
         for pod in heartbeats:
-            if pod not in state.pods:  # heartbeating, but gone from the API
+            # heartbeating, but gone from the API (a pod never seen expires by its TTL)
+            if pod not in state.pods and pod in state.seen_pods:
                 await clean_dead_pod(state, pod)
     alive = [p for p in state.pods.values() if p.alive and p.running]
     with_hb = [p.name for p in alive if p.name in heartbeats]

@@ -44,6 +44,7 @@ async def on_event(state: State, event_type: str | None, body: Mapping[str, Any]
         state.urls.pop(info.name, None)
     else:
         state.pods[info.name] = info
+        state.seen_pods.add(info.name)
     dead = crashed(before, info, deleted)
     already = before is not None and before.cleaned
     memory = PodMemory(info.uid, info.restarts, info.running)

@@ -48,6 +48,10 @@ class State:
     metrics: Metrics
     rooms: dict[RoomKey, RoomEntry] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
+    # Every signaling pod this operator has seen in the API. A pod that heartbeats in
+    # Redis but was never seen belongs to someone else (another namespace sharing the
+    # Redis, or a pod newer than the watch): it is never "cleaned" as dead.
+    seen_pods: set[str] = field(default_factory=set)
     pod_memory: dict[str, PodMemory] = field(default_factory=dict)
     homes: dict[str, str] = field(default_factory=dict)
     """room id -> home pod, mirrored from ``rw:placement`` (the operator writes both)."""
