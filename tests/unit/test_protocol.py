@@ -1,7 +1,8 @@
 """The sans-I/O protocol core, on its own: frames and time in, intents out.
 
-Nothing runs but the pure core (``signaling.protocol``, ``signaling.tokens``,
-``signaling.control``); no sockets, no Redis.
+Nothing runs but pure functions: the core (``signaling.protocol``, ``signaling.tokens``,
+``signaling.control``) and two codecs of the adapters (the compact inbox framing and the
+directly written WebSocket text frame); no sockets, no Redis.
 """
 
 from __future__ import annotations
