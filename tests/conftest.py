@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -132,7 +132,6 @@ class Pod:
     proc: subprocess.Popen[bytes]
     log: Path
     host: str = "127.0.0.1"
-    extra: list[str] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -209,7 +208,7 @@ def start_pod(tmp_path: Path) -> Iterator[PodFactory]:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT
             )
-        pod = Pod(pod_id, port, proc, log, extra=list(args or []))
+        pod = Pod(pod_id, port, proc, log)
         pods.append(pod)
         if wait_ready:
 

@@ -37,7 +37,7 @@ def make_registry(settings: Settings) -> Registry:
             keep_max=settings.limits.grace_keep,
             grace_s=settings.limits.grace_s,
         )
-    return MemoryRegistry(settings.pod_id)
+    return MemoryRegistry(settings.pod_id, keep_max=settings.limits.grace_keep)
 
 
 async def serve(settings: Settings) -> None:

@@ -16,8 +16,6 @@ from typing import Any, Final, TypeAlias
 
 from . import tokens
 
-PROTOCOL_VERSION: Final = 1
-
 
 class Role(StrEnum):
     PARTICIPANT = "participant"

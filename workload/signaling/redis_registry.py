@@ -513,12 +513,6 @@ class RedisRegistry(Registry):
         opts = dict(self.redis.connection_pool.connection_kwargs)
         return _RawConnection(opts, self.url.startswith("rediss://"))
 
-    async def healthy(self) -> bool:
-        try:
-            return bool(await self.redis.ping()) and self._subscribed.is_set()
-        except RedisError:
-            return False
-
     async def resume_secret(self) -> str:
         if self._resume_secret is None:
             try:
@@ -691,7 +685,7 @@ class RedisRegistry(Registry):
         )
         return bool(r)
 
-    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
+    async def keep(self, sid: str, text: str, n: int | None = None) -> bool:
         r = await self._call(
             self._keep,
             [keys.session(sid)],
@@ -699,7 +693,7 @@ class RedisRegistry(Registry):
                 sid,
                 text,
                 self.pod_id,
-                grace_keep,
+                self.keep_max,
                 self.grace_s,
                 repr(time.time()),
                 "" if n is None else n,

@@ -90,9 +90,6 @@ class Registry(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def healthy(self) -> bool: ...
-
-    @abstractmethod
     async def resume_secret(self) -> str:
         """The secret resume tokens are signed with; the same on every pod."""
 
@@ -133,8 +130,9 @@ class Registry(ABC):
         """Remove the session and its membership; False if another pod owns it now."""
 
     @abstractmethod
-    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
-        """Keep (or forward, if it moved) a frame for a session this pod does not attach.
+    async def keep(self, sid: str, text: str, n: int | None = None) -> bool:
+        """Keep (or forward, if it moved) a frame for a session this pod does not attach;
+        the registry bounds how many it keeps per session.
 
         True means the session is live on this very pod (a resume raced the frame): the
         caller delivers it.
@@ -208,8 +206,9 @@ class _Room:
 class MemoryRegistry(Registry):
     """Everything in this process: the embedded default."""
 
-    def __init__(self, pod_id: str) -> None:
+    def __init__(self, pod_id: str, keep_max: int = 256) -> None:
         self.pod_id = pod_id
+        self.keep_max = keep_max
         self._rooms: dict[str, _Room] = {}
         self._kept: dict[str, deque[str]] = {}
         self._dropped: dict[str, int] = {}
@@ -222,9 +221,6 @@ class MemoryRegistry(Registry):
 
     async def close(self) -> None:
         return None
-
-    async def healthy(self) -> bool:
-        return True
 
     async def resume_secret(self) -> str:
         return self._secret
@@ -283,8 +279,8 @@ class MemoryRegistry(Registry):
             del self._rooms[room]
         return True
 
-    async def keep(self, sid: str, text: str, grace_keep: int, n: int | None = None) -> bool:
-        box = self._kept.setdefault(sid, deque(maxlen=grace_keep))
+    async def keep(self, sid: str, text: str, n: int | None = None) -> bool:
+        box = self._kept.setdefault(sid, deque(maxlen=self.keep_max))
         if len(box) == box.maxlen:
             self._dropped[sid] = self._dropped.get(sid, 0) + 1
         box.append(text)

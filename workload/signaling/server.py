@@ -40,6 +40,7 @@ from .protocol import (
     Role,
     RoomEvent,
     Send,
+    ack,
     encode_frame,
     error,
     make_resume_token,
@@ -283,7 +284,7 @@ class Hub:
     async def _keep(self, sid: str, text: str, n: int | None = None) -> None:
         self.metrics.kept.inc()
         try:
-            mine = await self.registry.keep(sid, text, self.limits.grace_keep, n)
+            mine = await self.registry.keep(sid, text, n)
         except RegistryError as e:
             log.warning("could not keep a frame for %s: %s", sid, e)
             return
@@ -767,7 +768,7 @@ class Hub:
             self.metrics.relay_latency.observe(time.time() - received)
             self.metrics.delivered.inc("local")
             if r.id is not None:
-                self.send_direct(att, {"type": "ack", "id": r.id})
+                self.send_direct(att, ack(r.id))
             return
         # Another pod: the registry routes it in call order; this connection reads its
         # next frame meanwhile, and the answer (ack or error) follows when it is known.
@@ -788,7 +789,7 @@ class Hub:
                 att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room", r.id)
             )
         elif r.id is not None:
-            self.send_direct(att, {"type": "ack", "id": r.id})
+            self.send_direct(att, ack(r.id))
 
     async def _room_event(self, s: LocalSession, att: Attachment, e: RoomEvent) -> None:
         try:
@@ -805,7 +806,7 @@ class Hub:
             return
         self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
         if e.id is not None:
-            self.send_direct(att, {"type": "ack", "id": e.id})
+            self.send_direct(att, ack(e.id))
 
 
 def _busy_change(s: LocalSession) -> float | None:
