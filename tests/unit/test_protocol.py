@@ -89,19 +89,27 @@ def test_relay_is_stamped_with_from_and_never_trusts_the_client() -> None:
     [relay] = c.receive_text(
         json.dumps({"type": "offer", "to": "b", "from": "evil", "data": {"sdp": 1}, "id": 4}), 1
     )
-    assert relay == Relay("b", {"type": "offer", "from": "me", "data": {"sdp": 1}, "id": 4}, 4)
+    out = {"type": "offer", "from": "me", "data": {"sdp": 1}, "id": 4}
+    # the encoded text is the wire form: compact, in the frame's key order
+    assert relay == Relay("b", out, 4, json.dumps(out, separators=(",", ":")))
 
 
 def test_broadcast_and_control_are_room_events() -> None:
     [b] = joined().receive_text('{"type": "broadcast", "topic": "chat", "data": "hi"}', 1)
-    assert b == RoomEvent(
-        {"type": "broadcast", "from": "me", "topic": "chat", "data": "hi"}, False, None
-    )
+    out = {"type": "broadcast", "from": "me", "topic": "chat", "data": "hi"}
+    assert b == RoomEvent(out, False, None, json.dumps(out, separators=(",", ":")))
     ctl = joined(Role.CONTROLLER)
     [e] = ctl.receive_text('{"type": "control", "data": {"go": 1}}', 1)
     assert isinstance(e, RoomEvent) and e.screens_only
     [r] = ctl.receive_text('{"type": "control", "to": "tv", "data": {"go": 1}}', 1)
     assert isinstance(r, Relay) and r.to == "tv"
+
+
+def test_relayed_text_keeps_non_ascii_and_refuses_what_it_cannot_encode() -> None:
+    [r] = joined().receive_text('{"type": "offer", "to": "b", "data": {"n": "Zoë 会议"}}', 1)
+    assert isinstance(r, Relay) and "Zoë 会议" in r.text
+    deep = '{"type": "offer", "to": "b", "data": ' + "[" * 300 + "]" * 300 + "}"
+    assert error_code(joined().receive_text(deep, 1)) == "bad-frame"
 
 
 def test_ping_and_leave() -> None:

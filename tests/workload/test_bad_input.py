@@ -73,6 +73,20 @@ TABLE: list[tuple[str, bool, str, str]] = [
         "unknown-peer",
     ),
     ("control from a participant", True, '{"type": "control", "data": {"a": 1}}', "forbidden"),
+    # Not JSON, though some parsers take them: refused rather than passed on to browsers.
+    ("NaN", True, '{"type": "offer", "to": "bob", "data": {"x": NaN}}', "bad-json"),
+    (
+        "lone surrogate",
+        True,
+        '{"type": "offer", "to": "bob", "data": {"x": "\\ud800"}}',
+        "bad-json",
+    ),
+    (
+        "data nested 300 deep",
+        True,
+        '{"type": "offer", "to": "bob", "data": {"x": ' + "[" * 300 + "]" * 300 + "}}",
+        "bad-frame",
+    ),
 ]
 
 

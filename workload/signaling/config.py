@@ -25,6 +25,7 @@ class Settings:
     advertise_url: str = ""
     heartbeat_s: float = 2.0
     ws_heartbeat_s: float = 20.0
+    event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
 
 
@@ -83,6 +84,13 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
     ("drain", "DRAIN_S", float, 20.0, "seconds to drain on SIGTERM"),
     ("heartbeat", "HEARTBEAT_S", float, 2.0, "seconds between registry heartbeats"),
     ("ws-heartbeat", "WS_HEARTBEAT_S", float, 20.0, "seconds between WebSocket pings"),
+    (
+        "event-loop",
+        "EVENT_LOOP",
+        str,
+        "uvloop",
+        "asyncio event loop: uvloop (faster; asyncio where it is not installed) or asyncio",
+    ),
     ("log-level", "LOG_LEVEL", str, "INFO", "logging level"),
 ]
 
@@ -128,6 +136,8 @@ def resolve(
     for name in ("rate", "grace", "drain", "heartbeat", "ws_heartbeat"):
         if float(values[name]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{name} must be positive")
+    if values["event_loop"] not in ("uvloop", "asyncio"):
+        raise ConfigError(f"event loop must be uvloop or asyncio, not {values['event_loop']!r}")
     host, port = str(values["host"]), int(values["port"])  # type: ignore[call-overload]
     pod_id = str(values["pod_id"] or socket.gethostname())
     advertise = values["advertise_url"] or (
@@ -153,6 +163,7 @@ def resolve(
         advertise_url=str(advertise),
         heartbeat_s=float(values["heartbeat"]),  # type: ignore[arg-type]
         ws_heartbeat_s=float(values["ws_heartbeat"]),  # type: ignore[arg-type]
+        event_loop=str(values["event_loop"]),
         limits=limits,
     )
     return settings, str(values["log_level"])

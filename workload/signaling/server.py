@@ -760,7 +760,7 @@ class Hub:
 
     async def _relay(self, s: LocalSession, att: Attachment, r: Relay, received: float) -> None:
         target = self.by_peer.get((s.room, r.to))
-        text = encode_frame(r.frame)
+        text = r.text
         s.note_signal(text)
         if target is not None and target.sid in self.sessions:
             # Same pod: straight to the socket, no registry.
@@ -795,7 +795,7 @@ class Hub:
         try:
             text = await self.registry.fan_out(
                 s.room,
-                encode_frame(e.frame),
+                e.text,
                 screens_only=e.screens_only,
                 exclude_sid=s.sid,
                 replay=True,
