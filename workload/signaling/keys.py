@@ -33,12 +33,13 @@ Keys (``{x}`` is a value):
 - ``rw:inbox:{pod}`` pub/sub channel: everything addressed to one pod. A pod
   subscribes to its own inbox and to nothing else.
 
-Inbox messages. The two hot ones are compact, fields separated by the byte 0x1f (never
-found in ids or numbers) and the encoded frame last, as it is, so it is never escaped
-and parsed twice:
+Inbox messages. The two hot ones are compact: fields separated by the byte 0x1f (US)
+and records by 0x1e (RS), neither ever found in ids, numbers or encoded JSON (which
+escapes control characters); each frame rides as it is, never escaped and parsed twice:
 
-- ``d<US>{sid}<US>{n}<US>{t}<US>{frame}`` one frame for one session; ``n`` orders the
-  session's frames across pods, ``t`` is the sender's clock (for the latency metric).
+- ``b<US>{t}`` then, per frame, ``<RS>{sid}<US>{n}<US>{frame}``: the frames one batch of
+  a pod's relays routed to this pod, each for one session; ``n`` orders a session's
+  frames across pods, ``t`` is the sender's clock (for the latency metric).
 - ``r<US>{t}<US>{sid,sid,...}<US>{n,n,...}<US>{frame}`` one room frame for the listed
   sessions of that pod.
 

@@ -34,6 +34,8 @@ from .registry import (
     PodStats,
     Registry,
     RegistryError,
+    RelayDone,
+    RelayResult,
     ResumeOutcome,
     RoomFull,
     SessionRecord,
@@ -46,8 +48,12 @@ ROOM_STREAM_MAXLEN = 1000
 BATCH_TIMEOUT_S = 5.0
 INBOX_PING_S = 5.0
 
+RELAY_GROUP_MAX = 256  # relays per script run: a bound on how long one run holds Redis
+
 # (script, keys, args, the caller's future)
 _Call = tuple[Any, list[str], list[Any], "asyncio.Future[Any]"]
+# (room, peer, frame, the caller's callback)
+_RelayCall = tuple[str, str, str, RelayDone]
 
 # Shared helpers, prepended to the scripts that route frames.
 _ROUTE_LIB = """
@@ -81,7 +87,7 @@ local function route(sid, text, me, keep_max, grace, now, n)
   n = next_n(sid, n)
   if s[2] == 'live' and s[1] ~= '' then
     -- compact framing (see keys): the frame rides as it is, never re-escaped
-    local msg = 'd\\31' .. sid .. '\\31' .. n .. '\\31' .. now .. '\\31' .. text
+    local msg = 'b\\31' .. now .. '\\30' .. sid .. '\\31' .. n .. '\\31' .. text
     if redis.call('PUBLISH', 'rw:inbox:' .. s[1], msg) > 0 then
       routed(sid, n, text, grace)
       return 1
@@ -176,14 +182,82 @@ end
 return 1
 """
 
-_SEND_TO_PEER = (
+# Relays of one pod, in call order, as one script: ARGV is me, now, keep_max, grace, then
+# (room, peer, frame) per relay. Look-ups are made once per target in the batch, and the
+# frames for one pod leave in one PUBLISH, so Redis and the receiving pod handle one
+# message per batch instead of one per frame. Returns one code per relay (RelayResult).
+_RELAY_BATCH = (
     _ROUTE_LIB
     + """
-local sid = redis.call('HGET', KEYS[1], ARGV[1])
-if not sid then return 0 end
-local r = route(sid, ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], '')
-if r == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return r
+local me, now, keep_max, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local codes, sids, info, pods, order = {}, {}, {}, {}, {}
+for i = 5, #ARGV, 3 do
+  local k = #codes + 1
+  local room, peer, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local members = 'rw:room:' .. room .. ':members'
+  local who = room .. '\\31' .. peer
+  local sid = sids[who]
+  if sid == nil then
+    sid = redis.call('HGET', members, peer)
+    sids[who] = sid
+  end
+  local s = false
+  if sid then
+    s = info[sid]
+    if s == nil then
+      s = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state')
+      if not s[1] then redis.call('HDEL', members, peer) end
+      info[sid] = s
+    end
+  end
+  if not sid or not s[1] then
+    codes[k] = 0
+  elseif s[2] == 'live' and s[1] == me then
+    codes[k] = 3
+  elseif s[2] == 'live' and s[1] ~= '' then
+    local n = redis.call('HINCRBY', 'rw:session:' .. sid, 'n', 1)
+    local b = pods[s[1]]
+    if b == nil then
+      b = {parts = {'b\\31' .. now}, ks = {}, sids = {}, items = {}}
+      pods[s[1]] = b
+      table.insert(order, s[1])
+    end
+    table.insert(b.parts, sid .. '\\31' .. n .. '\\31' .. text)
+    table.insert(b.ks, k)
+    table.insert(b.sids, sid)
+    table.insert(b.items, {n, text})
+    codes[k] = 1
+  else
+    keep(sid, text, keep_max, grace, nil)
+    codes[k] = 2
+  end
+end
+for _, pod in ipairs(order) do
+  local b = pods[pod]
+  if redis.call('PUBLISH', 'rw:inbox:' .. pod, table.concat(b.parts, '\\30')) == 0 then
+    for j, sid in ipairs(b.sids) do
+      keep(sid, b.items[j][2], keep_max, grace, b.items[j][1])
+      codes[b.ks[j]] = 2
+    end
+  else
+    -- the routed record, one LPUSH per session (see routed())
+    local per, seen = {}, {}
+    for j, sid in ipairs(b.sids) do
+      if per[sid] == nil then
+        per[sid] = {}
+        table.insert(seen, sid)
+      end
+      table.insert(per[sid], b.items[j][1] .. ':' .. b.items[j][2])
+    end
+    for _, sid in ipairs(seen) do
+      local key = 'rw:session:' .. sid .. ':routed'
+      redis.call('LPUSH', key, unpack(per[sid]))
+      redis.call('LTRIM', key, 0, 63)
+      redis.call('EXPIRE', key, grace)
+    end
+  end
+end
+return codes
 """
 )
 
@@ -353,23 +427,23 @@ class _RawConnection:
 def decode_inbox(data: bytes) -> dict[str, Any] | None:
     """An inbox message as a dict (see ``signaling.keys``); None if it is malformed."""
     try:
-        if data[:2] == b"d\x1f":
-            _, sid, n, t, text = data.split(b"\x1f", 4)
-            return {
-                "k": "deliver",
-                "sid": sid.decode(),
-                "n": int(n),
-                "t": float(t),
-                "text": text.decode(),
-            }
+        if data[:2] == b"b\x1f":
+            head, *items = data.split(b"\x1e")
+            frames = []
+            for item in items:
+                sid, n, text = item.split(b"\x1f", 2)
+                frames.append((sid.decode(), int(n), text.decode()))
+            return {"k": "batch", "t": float(head[2:]), "frames": frames}
         if data[:2] == b"r\x1f":
+            # one room frame for several sessions: the same as a batch of copies
             _, t, sids, ns, text = data.split(b"\x1f", 4)
+            sid_list, n_list, frame = sids.decode().split(","), ns.split(b","), text.decode()
+            if len(sid_list) != len(n_list):
+                return None
             return {
-                "k": "room",
+                "k": "batch",
                 "t": float(t),
-                "sids": sids.decode().split(","),
-                "ns": [int(x) for x in ns.split(b",")],
-                "text": text.decode(),
+                "frames": [(sid, int(n), frame) for sid, n in zip(sid_list, n_list, strict=True)],
             }
         payload = json.loads(data)
     except ValueError:
@@ -384,6 +458,21 @@ def _peers(flat: list[str]) -> list[PeerInfo]:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _call_back(done: RelayDone, result: RelayResult) -> None:
+    try:
+        done(result)
+    except Exception:  # one caller's bug must not lose the rest of the batch
+        log.exception("relay callback failed")
+
+
+def _fail(entry: _Call | list[_RelayCall], why: str) -> None:
+    if isinstance(entry, list):
+        for *_, done in entry:
+            _call_back(done, RelayResult.FAILED)
+    elif not entry[3].done():
+        entry[3].set_exception(RegistryError(why))
 
 
 class RedisRegistry(Registry):
@@ -415,13 +504,16 @@ class RedisRegistry(Registry):
         self._resume = self.redis.register_script(_RESUME)
         self._detach = self.redis.register_script(_DETACH)
         self._remove = self.redis.register_script(_REMOVE)
-        self._send_to_peer = self.redis.register_script(_SEND_TO_PEER)
+        self._relay_batch = self.redis.register_script(_RELAY_BATCH)
         self._keep = self.redis.register_script(_KEEP)
         self._fan_out = self.redis.register_script(_FAN_OUT)
         self._members = self.redis.register_script(_MEMBERS)
         self._sweep = self.redis.register_script(_SWEEP)
         self._take = self.redis.register_script(_TAKE)
-        self._pending: list[_Call] = []
+        # In call order: script calls, and runs of relays that go out as one script.
+        self._pending: list[_Call | list[_RelayCall]] = []
+        self._queued = 0
+        self._round: asyncio.Future[None] | None = None
         self._scripts_conn = self._raw()
         self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -533,55 +625,89 @@ class RedisRegistry(Registry):
     def _submit(self, script: Any, keys_: list[str], args: list[Any]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys_, args, fut))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        self._queued += 1
+        self._kick()
         return fut
 
+    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+        last = self._pending[-1] if self._pending else None
+        if isinstance(last, list) and len(last) < RELAY_GROUP_MAX:
+            last.append((room, peer, text, done))
+        else:
+            self._pending.append([(room, peer, text, done)])
+        self._queued += 1
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
     def backlog(self) -> int:
-        return len(self._pending)
+        return self._queued
+
+    def caught_up(self) -> asyncio.Future[None]:
+        if self._flusher is None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_future()
+        return self._round
 
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._run_batch(batch, retry_noscript=True)
+                try:
+                    await self._run_batch(batch, retry_noscript=True)
+                finally:
+                    self._queued -= sum(len(e) if isinstance(e, list) else 1 for e in batch)
+                    if self._round is not None:
+                        self._round.set_result(None)
+                        self._round = None
         finally:
             self._flusher = None
 
-    async def _run_batch(self, batch: list[_Call], retry_noscript: bool) -> None:
-        commands = [
-            ("EVALSHA", script.sha, len(keys_), *keys_, *args) for script, keys_, args, _ in batch
-        ]
+    def _command(self, entry: _Call | list[_RelayCall]) -> tuple[Any, ...]:
+        if isinstance(entry, list):
+            args: list[Any] = [self.pod_id, repr(time.time()), self.keep_max, self.grace_s]
+            for room, peer, text, _ in entry:
+                args += (room, peer, text)
+            return ("EVALSHA", self._relay_batch.sha, 0, *args)
+        script, keys_, args, _ = entry
+        return ("EVALSHA", script.sha, len(keys_), *keys_, *args)
+
+    async def _run_batch(self, batch: list[_Call | list[_RelayCall]], retry_noscript: bool) -> None:
+        commands = [self._command(entry) for entry in batch]
         try:
             if not self._scripts_conn.is_open:
                 await self._scripts_conn.open()
             results = await asyncio.wait_for(self._scripts_conn.call(commands), BATCH_TIMEOUT_S)
         except (OSError, TimeoutError, hiredis.ProtocolError) as e:
             self._scripts_conn.close()  # its stream is in an unknown state
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(RegistryError(f"redis: {e}"))
+            for entry in batch:
+                _fail(entry, f"redis: {e}")
             return
-        again: list[_Call] = []
-        for call, result in zip(batch, results, strict=True):
-            fut = call[3]
+        again: list[_Call | list[_RelayCall]] = []
+        for entry, result in zip(batch, results, strict=True):
             noscript = isinstance(result, hiredis.ReplyError) and str(result).startswith("NOSCRIPT")
             if noscript and retry_noscript:
-                again.append(call)  # Redis restarted and forgot the scripts
-            elif fut.done():
-                continue
+                again.append(entry)  # Redis restarted and forgot the scripts
             elif isinstance(result, (Exception, hiredis.ReplyError)):
-                fut.set_exception(RegistryError(f"redis: {result}"))
-            else:
-                fut.set_result(result)
+                _fail(entry, f"redis: {result}")
+            elif isinstance(entry, list):
+                for (*_, done), code in zip(entry, result, strict=True):
+                    _call_back(done, RelayResult(code))
+            elif not entry[3].done():
+                entry[3].set_result(result)
         if again:
             try:
-                for script in {id(c[0]): c[0] for c in again}.values():
+                scripts = {self._relay_batch} | {e[0] for e in again if not isinstance(e, list)}
+                for script in scripts:
                     await self.redis.script_load(script.script)
             except RedisError as e:
-                for *_, fut in again:
-                    if not fut.done():
-                        fut.set_exception(RegistryError(f"redis: {e}"))
+                for entry in again:
+                    _fail(entry, f"redis: {e}")
                 return
             await self._run_batch(again, retry_noscript=False)
 
@@ -700,30 +826,6 @@ class RedisRegistry(Registry):
             ],
         )
         return int(r) == 3
-
-    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
-        return await self.send_to_peer_soon(room, peer, text)
-
-    def send_to_peer_soon(self, room: str, peer: str, text: str) -> asyncio.Future[bool]:
-        raw = self._submit(
-            self._send_to_peer,
-            [keys.room_members(room)],
-            [peer, text, self.pod_id, self.keep_max, self.grace_s, repr(time.time())],
-        )
-        out: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        def done(f: asyncio.Future[Any]) -> None:
-            if out.done():
-                return
-            if f.cancelled():
-                out.cancel()
-            elif (e := f.exception()) is not None:
-                out.set_exception(e)
-            else:
-                out.set_result(int(f.result()) != 0)
-
-        raw.add_done_callback(done)
-        return out
 
     async def fan_out(
         self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool

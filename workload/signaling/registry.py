@@ -15,11 +15,25 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from .protocol import Role
 
 InboxHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class RelayResult(IntEnum):
+    """What became of a relayed frame (codes of the Redis relay script)."""
+
+    FAILED = -1  # the registry could not be reached: nothing was routed
+    NO_PEER = 0
+    ROUTED = 1  # published to the pod the peer is live on
+    KEPT = 2  # the peer is in its grace period (or its pod is gone): kept for its resume
+    HERE = 3  # the peer is live on the calling pod after all (a resume raced the frame)
+
+
+RelayDone = Callable[[RelayResult], None]
 
 
 class RegistryError(Exception):
@@ -139,16 +153,22 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
-        """Deliver to a peer that is not live on this pod; False if there is no such peer."""
+    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+        """Route a frame to a peer that is not live on this pod, without waiting.
 
-    def send_to_peer_soon(self, room: str, peer: str, text: str) -> asyncio.Future[bool]:
-        """``send_to_peer`` without waiting: sends of one pod happen in call order."""
-        return asyncio.ensure_future(self.send_to_peer(room, peer, text))
+        Relays and the other operations of one pod are carried out in call order;
+        ``done`` is called once with the outcome (for the sender's ack or error).
+        """
 
     def backlog(self) -> int:
         """Operations started and not yet carried out (for back-pressure)."""
         return 0
+
+    def caught_up(self) -> asyncio.Future[None]:
+        """Done when the operations started so far have been carried out."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
 
     @abstractmethod
     async def fan_out(
@@ -286,9 +306,9 @@ class MemoryRegistry(Registry):
         box.append(text)
         return False
 
-    async def send_to_peer(self, room: str, peer: str, text: str) -> bool:
+    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
         # Every live peer is local in one process; the hub handled those already.
-        return False
+        done(RelayResult.NO_PEER)
 
     async def fan_out(
         self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool

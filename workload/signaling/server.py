@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from .registry import (
     PodStats,
     Registry,
     RegistryError,
+    RelayResult,
     RoomFull,
     SessionRecord,
     splice,
@@ -353,17 +355,17 @@ class Hub:
 
     async def on_inbox(self, msg: dict[str, Any]) -> None:
         kind = msg.get("k")
-        if kind == "deliver":
-            await self._inbox_deliver(
-                str(msg.get("sid")), msg.get("text"), msg.get("t"), msg.get("n")
-            )
-        elif kind == "room":
-            text = msg.get("text")
-            sids, ns = msg.get("sids") or [], msg.get("ns") or []
-            for i, sid in enumerate(sids):
-                await self._inbox_deliver(
-                    str(sid), text, msg.get("t"), ns[i] if i < len(ns) else None
-                )
+        if kind == "batch":
+            # The hot path: frames from other pods, each for one session here.
+            sent_at = msg["t"]
+            for sid, n, text in msg["frames"]:
+                s = self.sessions.get(sid)
+                if s is not None and (s.attachment is not None or s.resuming is not None):
+                    self.deliver(s, text, sent_at, n)
+                else:
+                    # Detached, moved or gone: the registry forwards or keeps it. Awaited,
+                    # so that a takeover handled after this message finds it passed on.
+                    await self._keep(sid, text, n)
         elif kind == "takeover":
             sid, new_pod = str(msg.get("sid")), str(msg.get("pod"))
             s = self.sessions.get(sid)
@@ -389,18 +391,6 @@ class Hub:
                 log.warning("ignored an operator command with a bad signature")
                 return
             await self._command(cmd)
-
-    async def _inbox_deliver(self, sid: str, text: Any, sent_at: Any, n: Any) -> None:
-        if not isinstance(text, str):
-            return
-        n = n if isinstance(n, int) else None
-        s = self.sessions.get(sid)
-        if s is not None and (s.attachment is not None or s.resuming is not None):
-            self.deliver(s, text, sent_at if isinstance(sent_at, float) else None, n)
-        else:
-            # Detached, moved or gone: the registry forwards or keeps it. Awaited, so that
-            # a takeover handled after this message finds it passed on.
-            await self._keep(sid, text, n)
 
     async def _recover_kept(self) -> None:
         """After the inbox was down, deliver what was kept for sessions live here."""
@@ -772,19 +762,22 @@ class Hub:
             return
         # Another pod: the registry routes it in call order; this connection reads its
         # next frame meanwhile, and the answer (ack or error) follows when it is known.
-        fut = self.registry.send_to_peer_soon(s.room, r.to, text)
+        self.registry.relay(s.room, r.to, text, partial(self._relayed, att, s.room, r))
         self.metrics.delivered.inc("remote")
-        fut.add_done_callback(lambda f: self._relay_done(att, r, f))
         if self.registry.backlog() > MAX_BACKLOG:
-            await asyncio.wait([fut])  # back-pressure: stop reading this socket a while
+            await self.registry.caught_up()  # back-pressure: stop reading this socket a while
 
-    def _relay_done(self, att: Attachment, r: Relay, fut: asyncio.Future[bool]) -> None:
-        if fut.cancelled() or att.closing:
+    def _relayed(self, att: Attachment, room: str, r: Relay, result: RelayResult) -> None:
+        if result == RelayResult.HERE:
+            # The peer resumed on this pod while the frame was on its way to Redis.
+            target = self.by_peer.get((room, r.to))
+            if target is not None:
+                self.deliver(target, r.text)
+        if att.closing:
             return
-        if (e := fut.exception()) is not None:
-            log.warning("relay failed: %s", e)
+        if result == RelayResult.FAILED:
             self.send_direct(att, error(ErrorCode.UNAVAILABLE, "relay unavailable, retry", r.id))
-        elif not fut.result():
+        elif result == RelayResult.NO_PEER:
             self.send_direct(
                 att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room", r.id)
             )
