@@ -7,6 +7,7 @@ directly written WebSocket text frame); no sockets, no Redis.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -246,3 +247,41 @@ def test_text_frames_written_directly_follow_rfc_6455(size: int) -> None:
     else:
         assert frame[1] == 127 and struct.unpack("!Q", frame[2:10])[0] == size
         assert frame[10:] == payload
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_emit_writes_straight_to_the_transport_on_either_loop(loop: str) -> None:
+    """The direct path (no task, no queue) must be taken on both event loops: uvloop's
+    transports are not asyncio.WriteTransport subclasses, and an isinstance check once
+    sent every frame through the slow queued path there."""
+    import types
+
+    import uvloop
+
+    from signaling.server import Attachment, text_frame
+
+    async def main() -> None:
+        got = bytearray()
+        arrived = asyncio.Event()
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.extend(await reader.readexactly(len(text_frame(b'{"a":1}'))))
+            arrived.set()
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        ws = types.SimpleNamespace(closed=False)
+        att = Attachment(ws, writer.transport)  # type: ignore[arg-type]
+        att.emit('{"a":1}')
+        assert att.writer is None and not att.queue  # written at once, nothing queued
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert bytes(got) == text_frame(b'{"a":1}')
+        writer.close()
+        server.close()
+
+    if loop == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

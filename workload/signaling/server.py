@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -71,7 +71,9 @@ class Attachment:
     """One open WebSocket and its bounded outbound queue."""
 
     ws: web.WebSocketResponse
-    transport: asyncio.BaseTransport | None = None
+    # The socket's transport. Typed as a write transport, not checked with isinstance:
+    # uvloop's transports do not derive from asyncio's classes.
+    transport: asyncio.WriteTransport | None = None
     queue: deque[str] = field(default_factory=deque)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
@@ -88,7 +90,7 @@ class Attachment:
             not self.queue
             and self.writer is None
             and not self.closing
-            and isinstance(t, asyncio.WriteTransport)
+            and t is not None
             and not t.is_closing()
             and not self.ws.closed
             and t.get_write_buffer_size() == 0
@@ -492,7 +494,7 @@ class Hub:
         )
         await ws.prepare(request)
         self.sockets.add(ws)
-        att = Attachment(ws, request.transport)
+        att = Attachment(ws, cast(asyncio.WriteTransport | None, request.transport))
         conn = Connection(self.limits, self.settings.token_secret or None)
         session: LocalSession | None = None
         left = False
