@@ -500,11 +500,18 @@ def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
         best = {s: max(rs, key=lambda r: float(r["throughput"])) for s, rs in sat.items()}
         rate = max(100.0, round(RATE_FRACTION * min(b["throughput"] for b in best.values()), -1))
         results["rate"] = rate
-        paced: dict[str, list[Result]] = {"roomwire": [], "socketio": [], "floor": []}
+        # The bare aiohttp relay (both peers on it: one WebSocket hop in, one out, no
+        # Redis) is paced too: the latency floor of any aiohttp server under this driver.
+        bport = free_port()
+        bare = start_bare("bare-aiohttp", bport)
+        procs.append(bare)
+        bare_url = [f"ws://127.0.0.1:{bport}/ws"]
+        paced: dict[str, list[Result]] = {"roomwire": [], "socketio": [], "bare": [], "floor": []}
         for rep in range(plan.reps):
             for system, (ua, ub), watch in (
                 ("roomwire", ours_urls, [pod1, pod2, redis]),
                 ("socketio", sio_urls, [sio1, sio2, redis]),
+                ("bare", (bare_url, bare_url), [bare]),
             ):
                 r = drive(
                     {**common, "system": system, "urlsA": ua, "urlsB": ub, "mode": "rate",
@@ -531,11 +538,7 @@ def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
             return results
 
         # -- same pod -------------------------------------------------------------------
-        bport = free_port()
-        bare = start_bare("bare-aiohttp", bport)
-        procs.append(bare)
         same: dict[str, list[Result]] = {"roomwire": [], "bare": []}
-        bare_url = [f"ws://127.0.0.1:{bport}/ws"]
         for rep in range(plan.reps):
             for system, url, watch in (
                 ("roomwire", ours_urls[0], [pod1]),
@@ -612,6 +615,7 @@ def report(res: Result, seconds: float) -> str:
         return min(rs, key=lambda r: float(r["p99"]))
 
     ours_p, sio_p, floor = calm(paced["roomwire"]), calm(paced["socketio"]), calm(paced["floor"])
+    bare_p = calm(paced["bare"])
 
     def p99s(rs: list[Result]) -> str:
         return ", ".join(f"{r['p99']:.1f}" for r in rs)
@@ -680,6 +684,10 @@ def report(res: Result, seconds: float) -> str:
         f"{ours_p['p99']:.2f} | redis-py pub/sub hop {floor['p99']:.2f} "
         f"(runs: {p99s(paced['floor'])}) | {p99_floor:.2f}x | "
         f"<= 3x | {ok(p99_floor <= 3.0)} |",
+        f"| p99 at {res['rate']:.0f} msg/s (ms) of a bare aiohttp relay: one process, no "
+        f"Redis, one hop in and one out (reference) | - | bare aiohttp {bare_p['p99']:.2f} "
+        f"(runs: {p99s(paced['bare'])}; p50 {bare_p['p50']:.2f}) | "
+        f"{bare_p['p99'] / floor['p99']:.2f}x the Redis floor | - | |",
         f"| same-pod throughput, saturated (msg/s) | {same_t['throughput']:.0f} | "
         f"bare aiohttp {bare_t['throughput']:.0f} | {same_ratio:.2f}x | - (ceiling) | |",
         f"| same-pod CPU per frame (us) | {same_t['cpu_us_per_msg']:.0f} | bare aiohttp "
