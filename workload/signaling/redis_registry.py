@@ -13,8 +13,10 @@ import contextlib
 import json
 import logging
 import secrets
-import ssl
 import time
+from collections import deque
+from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import hiredis
@@ -40,6 +42,7 @@ from .registry import (
     RoomFull,
     SessionRecord,
 )
+from .resp import RespPipe, open_pipe
 
 log = logging.getLogger("signaling.redis")
 
@@ -74,8 +77,8 @@ end
 -- a resume finds them here (the client says which it got with last_rn)
 local function routed(sid, n, text, grace)
   local key = 'rw:session:' .. sid .. ':routed'
-  redis.call('LPUSH', key, n .. ':' .. text)
-  redis.call('LTRIM', key, 0, 63)
+  -- at least the last 64, trimmed once per 32 frames rather than on every one
+  if redis.call('LPUSH', key, n .. ':' .. text) > 96 then redis.call('LTRIM', key, 0, 63) end
   redis.call('EXPIRE', key, grace)
 end
 -- deliver to a session: publish to its pod when live there and listening, else keep
@@ -190,70 +193,65 @@ _RELAY_BATCH = (
     _ROUTE_LIB
     + """
 local me, now, keep_max, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local codes, sids, info, pods, order = {}, {}, {}, {}, {}
+-- few tables, whatever the batch size: most batches are a frame or two
+local codes, found = {}, {}
+local dpod, dsid, dn, dtext, dk = {}, {}, {}, {}, {}
+local k = 0
 for i = 5, #ARGV, 3 do
-  local k = #codes + 1
-  local room, peer, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local members = 'rw:room:' .. room .. ':members'
-  local who = room .. '\\31' .. peer
-  local sid = sids[who]
-  if sid == nil then
-    sid = redis.call('HGET', members, peer)
-    sids[who] = sid
-  end
-  local s = false
-  if sid then
-    s = info[sid]
-    if s == nil then
-      s = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state')
-      if not s[1] then redis.call('HDEL', members, peer) end
-      info[sid] = s
+  k = k + 1
+  local members, peer, text = 'rw:room:' .. ARGV[i] .. ':members', ARGV[i + 1], ARGV[i + 2]
+  local who = members .. '\\31' .. peer
+  local f = found[who]
+  if f == nil then
+    f = false
+    local sid = redis.call('HGET', members, peer)
+    if sid then
+      local s = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state')
+      if s[1] then
+        f = s
+        f[3] = sid
+      else
+        redis.call('HDEL', members, peer)
+      end
     end
+    found[who] = f
   end
-  if not sid or not s[1] then
+  if not f then
     codes[k] = 0
-  elseif s[2] == 'live' and s[1] == me then
+  elseif f[2] == 'live' and f[1] == me then
     codes[k] = 3
-  elseif s[2] == 'live' and s[1] ~= '' then
-    local n = redis.call('HINCRBY', 'rw:session:' .. sid, 'n', 1)
-    local b = pods[s[1]]
-    if b == nil then
-      b = {parts = {'b\\31' .. now}, ks = {}, sids = {}, items = {}}
-      pods[s[1]] = b
-      table.insert(order, s[1])
-    end
-    table.insert(b.parts, sid .. '\\31' .. n .. '\\31' .. text)
-    table.insert(b.ks, k)
-    table.insert(b.sids, sid)
-    table.insert(b.items, {n, text})
+  elseif f[2] == 'live' and f[1] ~= '' then
+    local j = #dsid + 1
+    dpod[j], dsid[j], dtext[j], dk[j] = f[1], f[3], text, k
+    dn[j] = redis.call('HINCRBY', 'rw:session:' .. f[3], 'n', 1)
     codes[k] = 1
   else
-    keep(sid, text, keep_max, grace, nil)
+    keep(f[3], text, keep_max, grace, nil)
     codes[k] = 2
   end
 end
-for _, pod in ipairs(order) do
-  local b = pods[pod]
-  if redis.call('PUBLISH', 'rw:inbox:' .. pod, table.concat(b.parts, '\\30')) == 0 then
-    for j, sid in ipairs(b.sids) do
-      keep(sid, b.items[j][2], keep_max, grace, b.items[j][1])
-      codes[b.ks[j]] = 2
-    end
-  else
-    -- the routed record, one LPUSH per session (see routed())
-    local per, seen = {}, {}
-    for j, sid in ipairs(b.sids) do
-      if per[sid] == nil then
-        per[sid] = {}
-        table.insert(seen, sid)
+-- one PUBLISH per destination pod, in first-seen order
+local m, sent = #dsid, {}
+for j = 1, m do
+  local pod = dpod[j]
+  if not sent[pod] then
+    sent[pod] = true
+    local parts = {'b\\31' .. now}
+    for q = j, m do
+      if dpod[q] == pod then
+        parts[#parts + 1] = dsid[q] .. '\\31' .. dn[q] .. '\\31' .. dtext[q]
       end
-      table.insert(per[sid], b.items[j][1] .. ':' .. b.items[j][2])
     end
-    for _, sid in ipairs(seen) do
-      local key = 'rw:session:' .. sid .. ':routed'
-      redis.call('LPUSH', key, unpack(per[sid]))
-      redis.call('LTRIM', key, 0, 63)
-      redis.call('EXPIRE', key, grace)
+    local listening = redis.call('PUBLISH', 'rw:inbox:' .. pod, table.concat(parts, '\\30')) > 0
+    for q = j, m do
+      if dpod[q] == pod then
+        if listening then
+          routed(dsid[q], dn[q], dtext[q], grace)
+        else
+          keep(dsid[q], dtext[q], keep_max, grace, dn[q])
+          codes[dk[q]] = 2
+        end
+      end
     end
   end
 end
@@ -354,76 +352,6 @@ return out
 """
 
 
-class _RawConnection:
-    """A plain RESP connection parsed with hiredis, for the two hot paths: running the
-    routing scripts in batches, and reading the inbox. redis-py costs tens of
-    microseconds per command in Python; here a batch is one write and one read loop."""
-
-    def __init__(self, opts: dict[str, Any], use_ssl: bool) -> None:
-        self.opts, self.use_ssl = opts, use_ssl
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.parser = hiredis.Reader()
-
-    async def open(self) -> None:
-        ctx = ssl.create_default_context() if self.use_ssl else None
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self.opts.get("host", "localhost"), self.opts.get("port", 6379), ssl=ctx
-            ),
-            5,
-        )
-        self.parser = hiredis.Reader()
-        if self.opts.get("password"):
-            user = self.opts.get("username")
-            await self._checked([("AUTH", *([user] if user else []), self.opts["password"])])
-        if self.opts.get("db"):
-            await self._checked([("SELECT", self.opts["db"])])
-
-    async def _checked(self, commands: list[tuple[Any, ...]]) -> None:
-        for reply in await asyncio.wait_for(self.call(commands), 5):
-            if isinstance(reply, hiredis.ReplyError):
-                raise ConnectionError(f"redis refused: {reply}")
-
-    @property
-    def is_open(self) -> bool:
-        # at_eof: Redis closed it while idle (a restart): reopen before writing.
-        return (
-            self.writer is not None
-            and not self.writer.is_closing()
-            and self.reader is not None
-            and not self.reader.at_eof()
-        )
-
-    def send(self, commands: list[tuple[Any, ...]]) -> None:
-        assert self.writer is not None
-        self.writer.write(b"".join(hiredis.pack_command(c) for c in commands))
-
-    async def read_chunk(self) -> None:
-        assert self.reader is not None
-        data = await self.reader.read(1 << 16)
-        if not data:
-            raise ConnectionError("redis closed the connection")
-        self.parser.feed(data)
-
-    async def call(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send the commands at once; their replies in order (errors as values)."""
-        self.send(commands)
-        out: list[Any] = []
-        while len(out) < len(commands):
-            item = self.parser.gets()
-            if item is False:
-                await self.read_chunk()
-            else:
-                out.append(item)
-        return out
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 def decode_inbox(data: bytes) -> dict[str, Any] | None:
     """An inbox message as a dict (see ``signaling.keys``); None if it is malformed."""
     try:
@@ -467,12 +395,8 @@ def _call_back(done: RelayDone, result: RelayResult) -> None:
         log.exception("relay callback failed")
 
 
-def _fail(entry: _Call | list[_RelayCall], why: str) -> None:
-    if isinstance(entry, list):
-        for *_, done in entry:
-            _call_back(done, RelayResult.FAILED)
-    elif not entry[3].done():
-        entry[3].set_exception(RegistryError(why))
+def _ignore(reply: Any) -> None:
+    return None
 
 
 class RedisRegistry(Registry):
@@ -511,16 +435,26 @@ class RedisRegistry(Registry):
         self._sweep = self.redis.register_script(_SWEEP)
         self._take = self.redis.register_script(_TAKE)
         # In call order: script calls, and runs of relays that go out as one script.
-        self._pending: list[_Call | list[_RelayCall]] = []
-        self._queued = 0
-        self._round: asyncio.Future[None] | None = None
-        self._scripts_conn = self._raw()
-        self._flusher: asyncio.Task[None] | None = None
+        self._scripts = [
+            self._join, self._resume, self._detach, self._remove, self._relay_batch,
+            self._keep, self._fan_out, self._members, self._sweep, self._take,
+        ]  # fmt: skip
+        self._pending: list[_Call | list[_RelayCall]] = []  # not written yet
+        self._queued = 0  # calls and relays submitted and not answered yet
+        self._write_soon = False
+        self._pipe: RespPipe | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._caught_up: list[asyncio.Future[None]] = []
         self._listener: asyncio.Task[None] | None = None
+        # Inbox messages waiting behind one whose handling had to wait (None: none is).
+        self._inbox_backlog: deque[dict[str, Any]] | None = None
+        self._inbox_worker: asyncio.Task[None] | None = None
         self._on_inbox: InboxHandler | None = None
         self._registered = False
         self._subscribed = asyncio.Event()
         self._ever_subscribed = False
+        self._tls = url.startswith("rediss://")
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -541,11 +475,13 @@ class RedisRegistry(Registry):
             await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
-        self._scripts_conn.close()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+        if self._pipe is not None:
+            self._pipe.close()
+        for task in (self._listener, self._connecting, self._inbox_worker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.redis.aclose()
 
     async def _listen(self) -> None:
@@ -563,47 +499,79 @@ class RedisRegistry(Registry):
     async def _read_inbox(self) -> None:
         """One subscription on its own connection, parsed with hiredis.
 
-        The inbox is the hottest read path of a pod: a raw reader hands every message
-        that arrived in one socket read to the hub in one go, where redis-py's PubSub
-        spends tens of microseconds per message.
+        The inbox is the hottest read path of a pod: messages are decoded and handed to
+        the hub inside the connection's read callback, where redis-py's PubSub spends
+        tens of microseconds per message.
         """
-        assert self._on_inbox is not None
-        conn = self._raw()
+        pipe = await open_pipe(self._redis_opts(), self._tls)
         try:
-            await conn.open()
-            [confirmed] = await asyncio.wait_for(
-                conn.call([("SUBSCRIBE", keys.inbox(self.pod_id))]), 5
-            )
+            [confirmed] = await pipe.call([("SUBSCRIBE", keys.inbox(self.pod_id))])
             if isinstance(confirmed, hiredis.ReplyError):
                 raise ConnectionError(f"redis refused the subscription: {confirmed}")
+            pipe.on_push = self._inbox_push
             if self._ever_subscribed:
                 # Frames routed while nobody listened were kept: fetch them now.
-                await self._on_inbox({"k": "resubscribed"})
+                self._inbox_dispatch({"k": "resubscribed"})
             self._ever_subscribed = True
             self._subscribed.set()
-            idle = 0
+            pings = 0
+            while not pipe.lost.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pipe.lost), INBOX_PING_S)
+                if pipe.lost.done():
+                    break
+                if time.monotonic() - pipe.last_data < INBOX_PING_S:
+                    pings = 0
+                    continue
+                # A silent connection may be dead: PING, and give up after two.
+                pings += 1
+                if pings > 2:
+                    raise ConnectionError("no answer on the inbox connection")
+                pipe.send([("PING",)], [])
+            raise ConnectionError("redis closed the inbox connection")
+        finally:
+            pipe.close()
+
+    def _inbox_push(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            payload = decode_inbox(reply[2])
+            if payload is not None:
+                self._inbox_dispatch(payload)
+
+    def _inbox_dispatch(self, payload: dict[str, Any]) -> None:
+        """Hand a message to the hub in order: at once, unless an earlier one is still
+        being handled (the hub returned an awaitable for it); then behind it."""
+        assert self._on_inbox is not None
+        if self._inbox_backlog is not None:
+            self._inbox_backlog.append(payload)
+            return
+        step = self._on_inbox(payload)
+        if step is not None:
+            self._inbox_backlog = deque()
+            self._inbox_worker = asyncio.get_running_loop().create_task(self._inbox_drain(step))
+
+    async def _inbox_drain(self, step: Awaitable[None]) -> None:
+        assert self._on_inbox is not None and self._inbox_backlog is not None
+        backlog = self._inbox_backlog
+        try:
             while True:
                 try:
-                    await asyncio.wait_for(conn.read_chunk(), INBOX_PING_S)
-                except TimeoutError:
-                    # A silent connection may be dead: PING, and give up after two.
-                    idle += 1
-                    if idle > 2:
-                        raise ConnectionError("no answer on the inbox connection") from None
-                    conn.send([("PING",)])
-                    continue
-                idle = 0
-                while (item := conn.parser.gets()) is not False:
-                    if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
-                        payload = decode_inbox(item[2])
-                        if payload is not None:
-                            await self._on_inbox(payload)
+                    await step
+                except Exception:
+                    log.exception("inbox message handling failed")
+                while backlog:
+                    nxt = self._on_inbox(backlog.popleft())
+                    if nxt is not None:
+                        step = nxt
+                        break
+                else:
+                    return
         finally:
-            conn.close()
+            self._inbox_backlog = None
+            self._inbox_worker = None
 
-    def _raw(self) -> _RawConnection:
-        opts = dict(self.redis.connection_pool.connection_kwargs)
-        return _RawConnection(opts, self.url.startswith("rediss://"))
+    def _redis_opts(self) -> dict[str, Any]:
+        return dict(self.redis.connection_pool.connection_kwargs)
 
     async def resume_secret(self) -> str:
         if self._resume_secret is None:
@@ -617,16 +585,15 @@ class RedisRegistry(Registry):
     # ---- sessions ---------------------------------------------------------------------
 
     async def _call(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
-        """Run a script. Calls made while another batch is in flight go out together in
-        one pipeline: one write and one round trip for many relays, and the scripts of
-        this pod run in the order they were called."""
+        """Run a script. Scripts and relays go out in call order on one pipelined
+        connection: everything submitted in one turn of the event loop is one write."""
         return await self._submit(script, keys_, args)
 
     def _submit(self, script: Any, keys_: list[str], args: list[Any]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys_, args, fut))
         self._queued += 1
-        self._kick()
+        self._schedule_write()
         return fut
 
     def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
@@ -636,37 +603,74 @@ class RedisRegistry(Registry):
         else:
             self._pending.append([(room, peer, text, done)])
         self._queued += 1
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        self._schedule_write()
 
     def backlog(self) -> int:
         return self._queued
 
     def caught_up(self) -> asyncio.Future[None]:
-        if self._flusher is None:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._queued == 0:
             fut.set_result(None)
-            return fut
-        if self._round is None:
-            self._round = asyncio.get_running_loop().create_future()
-        return self._round
+        else:
+            self._caught_up.append(fut)  # done at the next answer
+        return fut
 
-    async def _flush(self) -> None:
+    def _schedule_write(self) -> None:
+        if not self._write_soon:
+            self._write_soon = True
+            asyncio.get_running_loop().call_soon(self._write)
+
+    def _write(self) -> None:
+        self._write_soon = False
+        if not self._pending:
+            return
+        pipe = self._pipe
+        if pipe is None or not pipe.is_open:
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return
+        batch, self._pending = self._pending, []
+        pipe.send(
+            [self._command(entry) for entry in batch],
+            [partial(self._answered, entry, True) for entry in batch],
+        )
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(
+                BATCH_TIMEOUT_S, self._check_stalled
+            )
+
+    async def _connect(self) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._run_batch(batch, retry_noscript=True)
-                finally:
-                    self._queued -= sum(len(e) if isinstance(e, list) else 1 for e in batch)
-                    if self._round is not None:
-                        self._round.set_result(None)
-                        self._round = None
+            pipe = await open_pipe(self._redis_opts(), self._tls)
+            # Load the scripts first: after a Redis restart no EVALSHA meets NOSCRIPT.
+            replies = await pipe.call([("SCRIPT", "LOAD", sc.script) for sc in self._scripts])
+            if errors := [r for r in replies if isinstance(r, hiredis.ReplyError)]:
+                pipe.close()
+                raise ConnectionError(f"redis refused the scripts: {errors[0]}")
+            self._pipe = pipe
+        except (OSError, TimeoutError, hiredis.ProtocolError) as e:
+            batch, self._pending = self._pending, []
+            for entry in batch:
+                self._settle(entry, RegistryError(f"redis: {e}"))
         finally:
-            self._flusher = None
+            self._connecting = None
+        self._write()
+
+    def _check_stalled(self) -> None:
+        """A reply overdue by BATCH_TIMEOUT_S: the connection is dead or Redis is stuck.
+        Abort it; everything in flight then fails, and the next write reconnects."""
+        self._watchdog = None
+        pipe = self._pipe
+        if pipe is None or not pipe.waiting:
+            return
+        if pipe.oldest_wait() >= BATCH_TIMEOUT_S:
+            log.warning("redis did not answer in %.0f s; reconnecting", BATCH_TIMEOUT_S)
+            pipe.abort()
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(
+            BATCH_TIMEOUT_S - pipe.oldest_wait(), self._check_stalled
+        )
 
     def _command(self, entry: _Call | list[_RelayCall]) -> tuple[Any, ...]:
         if isinstance(entry, list):
@@ -677,39 +681,46 @@ class RedisRegistry(Registry):
         script, keys_, args, _ = entry
         return ("EVALSHA", script.sha, len(keys_), *keys_, *args)
 
-    async def _run_batch(self, batch: list[_Call | list[_RelayCall]], retry_noscript: bool) -> None:
-        commands = [self._command(entry) for entry in batch]
-        try:
-            if not self._scripts_conn.is_open:
-                await self._scripts_conn.open()
-            results = await asyncio.wait_for(self._scripts_conn.call(commands), BATCH_TIMEOUT_S)
-        except (OSError, TimeoutError, hiredis.ProtocolError) as e:
-            self._scripts_conn.close()  # its stream is in an unknown state
-            for entry in batch:
-                _fail(entry, f"redis: {e}")
+    def _answered(self, entry: _Call | list[_RelayCall], may_retry: bool, reply: Any) -> None:
+        if (
+            may_retry
+            and isinstance(reply, hiredis.ReplyError)
+            and str(reply).startswith("NOSCRIPT")
+            and self._pipe is not None
+        ):
+            # The scripts were flushed behind our back: load them and run this again.
+            self._pipe.send(
+                [*(("SCRIPT", "LOAD", sc.script) for sc in self._scripts), self._command(entry)],
+                [*(_ignore for _ in self._scripts), partial(self._answered, entry, False)],
+            )
             return
-        again: list[_Call | list[_RelayCall]] = []
-        for entry, result in zip(batch, results, strict=True):
-            noscript = isinstance(result, hiredis.ReplyError) and str(result).startswith("NOSCRIPT")
-            if noscript and retry_noscript:
-                again.append(entry)  # Redis restarted and forgot the scripts
-            elif isinstance(result, (Exception, hiredis.ReplyError)):
-                _fail(entry, f"redis: {result}")
-            elif isinstance(entry, list):
-                for (*_, done), code in zip(entry, result, strict=True):
+        if isinstance(reply, (ConnectionError, hiredis.ReplyError)):
+            self._settle(entry, RegistryError(f"redis: {reply}"))
+        else:
+            self._settle(entry, reply)
+
+    def _settle(self, entry: _Call | list[_RelayCall], reply: Any) -> None:
+        failed = isinstance(reply, RegistryError)
+        if isinstance(entry, list):
+            self._queued -= len(entry)
+            if failed or not isinstance(reply, list) or len(reply) != len(entry):
+                for *_, done in entry:
+                    _call_back(done, RelayResult.FAILED)
+            else:
+                for (*_, done), code in zip(entry, reply, strict=True):
                     _call_back(done, RelayResult(code))
-            elif not entry[3].done():
-                entry[3].set_result(result)
-        if again:
-            try:
-                scripts = {self._relay_batch} | {e[0] for e in again if not isinstance(e, list)}
-                for script in scripts:
-                    await self.redis.script_load(script.script)
-            except RedisError as e:
-                for entry in again:
-                    _fail(entry, f"redis: {e}")
-                return
-            await self._run_batch(again, retry_noscript=False)
+        else:
+            self._queued -= 1
+            fut = entry[3]
+            if not fut.done():
+                if failed:
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+        waiters, self._caught_up = self._caught_up, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
         r = await self._call(

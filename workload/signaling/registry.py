@@ -20,7 +20,9 @@ from typing import Any
 
 from .protocol import Role
 
-InboxHandler = Callable[[dict[str, Any]], Awaitable[None]]
+# Handles one inbox message: returns None when done with it, or an awaitable to finish
+# it, which messages after it then wait for (inbox messages are handled in order).
+InboxHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 class RelayResult(IntEnum):

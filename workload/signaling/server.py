@@ -17,7 +17,7 @@ import secrets
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -355,20 +355,34 @@ class Hub:
 
     # ---- inbox: other pods and the operator -------------------------------------------
 
-    async def on_inbox(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("k")
-        if kind == "batch":
+    def on_inbox(self, msg: dict[str, Any]) -> Awaitable[None] | None:
+        """A message from another pod or the operator. Frames for sessions live here are
+        delivered at once; the rest is returned as a coroutine to await, in order."""
+        if msg.get("k") == "batch":
             # The hot path: frames from other pods, each for one session here.
-            sent_at = msg["t"]
-            for sid, n, text in msg["frames"]:
+            frames, sent_at = msg["frames"], msg["t"]
+            for i, (sid, n, text) in enumerate(frames):
                 s = self.sessions.get(sid)
                 if s is not None and (s.attachment is not None or s.resuming is not None):
                     self.deliver(s, text, sent_at, n)
                 else:
-                    # Detached, moved or gone: the registry forwards or keeps it. Awaited,
-                    # so that a takeover handled after this message finds it passed on.
-                    await self._keep(sid, text, n)
-        elif kind == "takeover":
+                    return self._inbox_frames(frames[i:], sent_at)
+            return None
+        return self._inbox_other(msg)
+
+    async def _inbox_frames(self, frames: list[tuple[str, int, str]], sent_at: float) -> None:
+        for sid, n, text in frames:
+            s = self.sessions.get(sid)
+            if s is not None and (s.attachment is not None or s.resuming is not None):
+                self.deliver(s, text, sent_at, n)
+            else:
+                # Detached, moved or gone: the registry forwards or keeps it. Awaited, so
+                # that a takeover handled after this message finds it passed on.
+                await self._keep(sid, text, n)
+
+    async def _inbox_other(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("k")
+        if kind == "takeover":
             sid, new_pod = str(msg.get("sid")), str(msg.get("pod"))
             s = self.sessions.get(sid)
             recent: list[tuple[int, str]] = []

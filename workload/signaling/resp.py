@@ -1,0 +1,125 @@
+"""A pipelined Redis connection parsed with hiredis: the registry's two hot paths.
+
+Commands are written as soon as they are handed over, and since Redis answers in the
+order it was asked, each reply goes to the handler registered with its command: any
+number of batches may be in flight, and a reply is handled inside the read callback,
+with no task, future or timer per batch. A subscribed connection hands every message
+it is pushed to ``on_push`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+
+# Gets a reply: a value, a hiredis.ReplyError, or a ConnectionError if the connection
+# was lost before the reply came.
+ReplyHandler = Callable[[Any], None]
+
+
+class RespPipe(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[tuple[ReplyHandler, float]] = deque()
+        self.on_push: ReplyHandler | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self.last_data = time.monotonic()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # ---- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.last_data = time.monotonic()
+        self.parser.feed(data)
+        while (reply := self.parser.gets()) is not False:
+            if self.on_push is not None:
+                self.on_push(reply)
+            elif self.waiting:
+                self.waiting.popleft()[0](reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = ConnectionError(f"redis connection lost: {exc or 'closed by the server'}")
+        while self.waiting:
+            self.waiting.popleft()[0](error)
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost()
+
+    # ---- use ----------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, commands: list[tuple[Any, ...]], handlers: list[ReplyHandler]) -> None:
+        """Write the commands at once; each handler gets its command's reply, in order."""
+        if self.transport is None:
+            error = ConnectionError("redis connection is closed")
+            for handler in handlers:
+                handler(error)
+            return
+        now = time.monotonic()
+        self.waiting.extend((h, now) for h in handlers)
+        self.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+
+    async def call(self, commands: list[tuple[Any, ...]], timeout: float = 5.0) -> list[Any]:
+        """The commands' replies (errors as values): for set-up and rare commands."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self.send(commands, [f.set_result for f in futures])
+        replies = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        for reply in replies:
+            if isinstance(reply, ConnectionError):
+                raise reply
+        return replies
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest unanswered command has waited (0 if none)."""
+        return time.monotonic() - self.waiting[0][1] if self.waiting else 0.0
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def open_pipe(opts: dict[str, Any], use_ssl: bool, timeout: float = 5.0) -> RespPipe:
+    """Connect, authenticate and select the database of a redis-py connection's options."""
+    loop = asyncio.get_running_loop()
+    ctx = ssl.create_default_context() if use_ssl else None
+    _, pipe = await asyncio.wait_for(
+        loop.create_connection(
+            RespPipe, opts.get("host", "localhost"), opts.get("port", 6379), ssl=ctx
+        ),
+        timeout,
+    )
+    setup: list[tuple[Any, ...]] = []
+    if opts.get("password"):
+        user = opts.get("username")
+        setup.append(("AUTH", *([user] if user else []), opts["password"]))
+    if opts.get("db"):
+        setup.append(("SELECT", opts["db"]))
+    if setup:
+        try:
+            for reply in await pipe.call(setup, timeout):
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"redis refused: {reply}")
+        except BaseException:
+            pipe.close()
+            raise
+    return pipe
