@@ -53,7 +53,7 @@ INBOX_PING_S = 5.0
 
 RELAY_GROUP_MAX = 256  # relays per script run: a bound on how long one run holds Redis
 
-# (script, keys, args, the caller's future)
+# (script, keys, args, the caller's future); a plain command when script is None
 _Call = tuple[Any, list[str], list[Any], "asyncio.Future[Any]"]
 # (room, peer, frame, the caller's callback)
 _RelayCall = tuple[str, str, str, RelayDone]
@@ -314,6 +314,15 @@ return out
 """
 )
 
+# Refresh the TTL of this pod's live sessions (ARGV: ttl, then session ids): a few calls
+# per heartbeat, where a command per session cost a pod with thousands of them a stall.
+_REFRESH = """
+for i = 2, #ARGV do redis.call('EXPIRE', 'rw:session:' .. ARGV[i], ARGV[1]) end
+return #ARGV - 1
+"""
+
+REFRESH_CHUNK = 500  # sessions per refresh call: about a millisecond of Redis each
+
 _SWEEP = """
 local all = redis.call('HGETALL', KEYS[1])
 local gone = {}
@@ -434,10 +443,12 @@ class RedisRegistry(Registry):
         self._members = self.redis.register_script(_MEMBERS)
         self._sweep = self.redis.register_script(_SWEEP)
         self._take = self.redis.register_script(_TAKE)
+        self._refresh = self.redis.register_script(_REFRESH)
         # In call order: script calls, and runs of relays that go out as one script.
         self._scripts = [
             self._join, self._resume, self._detach, self._remove, self._relay_batch,
             self._keep, self._fan_out, self._members, self._sweep, self._take,
+            self._refresh,
         ]  # fmt: skip
         self._pending: list[_Call | list[_RelayCall]] = []  # not written yet
         self._queued = 0  # calls and relays submitted and not answered yet
@@ -679,6 +690,8 @@ class RedisRegistry(Registry):
                 args += (room, peer, text)
             return ("EVALSHA", self._relay_batch.sha, 0, *args)
         script, keys_, args, _ = entry
+        if script is None:  # a plain command
+            return tuple(args)
         return ("EVALSHA", script.sha, len(keys_), *keys_, *args)
 
     def _answered(self, entry: _Call | list[_RelayCall], may_retry: bool, reply: Any) -> None:
@@ -886,60 +899,64 @@ class RedisRegistry(Registry):
     # ---- pod ------------------------------------------------------------------------
 
     async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
+        if not self._subscribed.is_set():
+            raise RegistryError("inbox not subscribed")
         now = time.time()
-        try:
-            if not self._subscribed.is_set():
-                raise RegistryError("inbox not subscribed")
-            existed = await self.redis.exists(keys.pod(self.pod_id))
-            pipe = self.redis.pipeline(transaction=False)
-            if self._registered and not existed:
-                log.warning("registry lost this pod's records (Redis restart?); restoring")
-                self._restore(pipe, sessions)
-            pipe.hset(
-                keys.pod(self.pod_id),
-                mapping={
-                    "url": stats.url,
-                    "connections": stats.connections,
-                    "sessions": stats.sessions,
-                    "rooms": stats.rooms,
-                    "draining": int(stats.draining),
-                    "cpu": stats.cpu,
-                    "ts": now,
-                },
-            )
-            pipe.expire(keys.pod(self.pod_id), keys.POD_TTL_S)
-            pipe.zadd(keys.PODS, {self.pod_id: now})
-            for rec in sessions:
-                if rec.live:
-                    if rec.busy is not None:
-                        pipe.hset(keys.session(rec.sid), "busy", rec.busy)
-                    # after the HSET: a session removed meanwhile must not linger
-                    pipe.expire(keys.session(rec.sid), keys.POD_TTL_S)
-            pipe.expire(keys.pod_sessions(self.pod_id), keys.POD_TTL_S * 6)
-            await pipe.execute()
-            if self._resume_secret is not None:
-                await self.redis.set("rw:resume-secret", self._resume_secret, nx=True)
-            self._registered = True
-        except RedisError as e:
-            raise RegistryError(f"redis: {e}") from e
+        pod = keys.pod(self.pod_id)
+        [existed] = await self._commands([("EXISTS", pod)])
+        commands: list[tuple[Any, ...]] = []
+        if self._registered and not existed:
+            log.warning("registry lost this pod's records (Redis restart?); restoring")
+            commands += self._restore(sessions)
+        commands += [
+            ("HSET", pod, "url", stats.url, "connections", stats.connections,
+             "sessions", stats.sessions, "rooms", stats.rooms,
+             "draining", int(stats.draining), "cpu", stats.cpu, "ts", now),
+            ("EXPIRE", pod, keys.POD_TTL_S),
+            ("ZADD", keys.PODS, now, self.pod_id),
+        ]  # fmt: skip
+        live = [rec.sid for rec in sessions if rec.live]
+        # before the refresh: a session removed meanwhile must not linger
+        commands += [
+            ("HSET", keys.session(rec.sid), "busy", rec.busy)
+            for rec in sessions
+            if rec.live and rec.busy is not None
+        ]
+        commands.append(("EXPIRE", keys.pod_sessions(self.pod_id), keys.POD_TTL_S * 6))
+        if self._resume_secret is not None:
+            commands.append(("SET", "rw:resume-secret", self._resume_secret, "NX"))
+        await self._commands(commands)
+        for i in range(0, len(live), REFRESH_CHUNK):
+            await self._call(self._refresh, [], [keys.POD_TTL_S, *live[i : i + REFRESH_CHUNK]])
+        self._registered = True
 
-    def _restore(self, pipe: Any, sessions: list[SessionRecord]) -> None:
-        for rec in sessions:
-            pipe.hset(
-                keys.session(rec.sid),
-                mapping={
-                    "pod": self.pod_id,
-                    "room": rec.room,
-                    "peer": rec.peer,
-                    "role": rec.role,
-                    "state": "live" if rec.live else "grace",
-                    "seq": rec.seq,
-                    "n": 0,
-                },
+    async def _commands(self, commands: list[tuple[Any, ...]], chunk: int = 500) -> list[Any]:
+        """Plain commands on the pipelined connection, in order, ``chunk`` per loop turn."""
+        out: list[Any] = []
+        for i in range(0, len(commands), chunk):
+            replies = await asyncio.gather(
+                *(self._submit(None, [], list(c)) for c in commands[i : i + chunk]),
+                return_exceptions=True,
             )
-            pipe.expire(keys.session(rec.sid), keys.POD_TTL_S if rec.live else self.grace_s)
-            pipe.sadd(keys.pod_sessions(self.pod_id), rec.sid)
-            pipe.hsetnx(keys.room_members(rec.room), rec.peer, rec.sid)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+            out += replies
+        return out
+
+    def _restore(self, sessions: list[SessionRecord]) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        for rec in sessions:
+            key = keys.session(rec.sid)
+            commands += [
+                ("HSET", key, "pod", self.pod_id, "room", rec.room, "peer", rec.peer,
+                 "role", rec.role, "state", "live" if rec.live else "grace",
+                 "seq", rec.seq, "n", 0),
+                ("EXPIRE", key, keys.POD_TTL_S if rec.live else self.grace_s),
+                ("SADD", keys.pod_sessions(self.pod_id), rec.sid),
+                ("HSETNX", keys.room_members(rec.room), rec.peer, rec.sid),
+            ]  # fmt: skip
+        return commands
 
     async def deregister(self) -> None:
         try:
