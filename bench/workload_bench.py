@@ -58,6 +58,7 @@ POD_FLAGS = ["--rate", "100000", "--rate-burst", "100000", "--log-level", "WARNI
 RATE_FRACTION = 0.3
 SETTLE_S = 2.0
 FINDINGS = BENCH / "workload_findings.md"
+PROBE_S = 8.0  # ping probe of the idle pod: four heartbeats
 
 
 def workload_version() -> str:
@@ -379,11 +380,36 @@ def pct(sorted_values: list[float], q: float) -> float | None:
 # ---- idle connections ------------------------------------------------------------------
 
 
-def idle_rss(system: str, server: Proc, url: str, conns: int, settle_s: float = 2.0) -> Result:
-    """RSS of ``server`` before and with ``conns`` joined idle connections."""
+async def ping_probe(url: str, seconds: float) -> Result:
+    """Round trips of ``{"type":"ping"}`` on one connection, one every 5 ms: how long the
+    pod's loop makes a client wait (heartbeats, collections and sweeps included)."""
+    import aiohttp
+
+    rtts: list[float] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and len(rtts) < 100_000:
+            t0 = time.perf_counter()
+            await ws.send_str('{"type":"ping"}')
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT or '"pong"' not in msg.data:
+                raise RuntimeError(f"ping probe got {msg.type} {msg.data!r}")
+            rtts.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.005)
+    rtts.sort()
+    return {"pings": len(rtts), "p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "max": rtts[-1]}
+
+
+def idle_rss(
+    system: str, server: Proc, url: str, conns: int, settle_s: float = 2.0, probe_s: float = 0.0
+) -> Result:
+    """RSS of ``server`` before and with ``conns`` joined idle connections; with
+    ``probe_s``, ping round trips on the empty server and then with those connections."""
     node = shutil.which("node") or "node"
     time.sleep(1.0)
     before = server.rss_kb()
+    empty = asyncio.run(ping_probe(url, probe_s)) if probe_s else None
+    loaded = None
     cfg = {
         "system": system,
         "urlsA": [url],
@@ -411,6 +437,8 @@ def idle_rss(system: str, server: Proc, url: str, conns: int, settle_s: float = 
         info = json.loads(line)
         time.sleep(settle_s)
         after = server.rss_kb()
+        if probe_s:
+            loaded = asyncio.run(ping_probe(url, probe_s))
         drv.stdin.write("close\n")
         drv.stdin.flush()
         drv.wait(30)
@@ -425,6 +453,8 @@ def idle_rss(system: str, server: Proc, url: str, conns: int, settle_s: float = 
         "rss_after_kb": after,
         "kb_per_conn": (after - before) / conns,
         "connect_s": info.get("connectS"),
+        "ping_empty": empty,
+        "ping_loaded": loaded,
     }
 
 
@@ -563,7 +593,9 @@ def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
         iport = free_port()
         pod3 = start_pod("rw-pod-idle", iport, f"{rurl}/3")
         procs.append(pod3)
-        idle["roomwire"] = idle_rss("roomwire", pod3, f"ws://127.0.0.1:{iport}/ws", plan.idle_conns)
+        idle["roomwire"] = idle_rss(
+            "roomwire", pod3, f"ws://127.0.0.1:{iport}/ws", plan.idle_conns, probe_s=PROBE_S
+        )
         pod3.stop()
         bport2 = free_port()
         bare2 = start_bare("bare-aiohttp-idle", bport2)
@@ -579,6 +611,12 @@ def run(plan: Plan, profile_dir: Path | None, only: str = "") -> Result:
             say(
                 f"idle {name}: {r['connections']} connections, RSS {r['rss_before_kb'] / 1024:.1f}"
                 f" -> {r['rss_after_kb'] / 1024:.1f} MiB = {r['kb_per_conn']:.1f} KiB/conn"
+            )
+        for when in ("ping_empty", "ping_loaded"):
+            pr = idle["roomwire"][when]
+            say(
+                f"ping probe, {when}: p50 {pr['p50']:.2f} ms, p99 {pr['p99']:.2f} ms, "
+                f"max {pr['max']:.1f} ms ({pr['pings']} pings)"
             )
         results["idle"] = idle
     finally:
@@ -625,6 +663,7 @@ def report(res: Result, seconds: float) -> str:
     p99_floor = ours_p["p99"] / floor["p99"]
     same_ratio = same_t["throughput"] / bare_t["throughput"]
     kb = idle["roomwire"]["kb_per_conn"]
+    pe, pl = idle["roomwire"]["ping_empty"], idle["roomwire"]["ping_loaded"]
     all_thr = ", ".join(f"{r['throughput']:.0f}" for r in sat["roomwire"])
     all_sio = ", ".join(f"{r['throughput']:.0f}" for r in sat["socketio"])
     load = os.getloadavg()
@@ -698,6 +737,10 @@ def report(res: Result, seconds: float) -> str:
         f"{idle['roomwire']['rss_after_kb'] / 1024:.0f} MiB) | bare aiohttp "
         f"{idle['bare']['kb_per_conn']:.1f}; socket.io {idle['socketio']['kb_per_conn']:.1f} "
         f"| {kb / idle['bare']['kb_per_conn']:.2f}x bare | <= 25 KB | {ok(kb * 1.024 <= 25)} |",
+        f"| ping round trip on that pod holding them, {PROBE_S:.0f} s (heartbeats included): "
+        f"p50 / p99 / max (ms) | {pl['p50']:.2f} / {pl['p99']:.2f} / {pl['max']:.1f} | the "
+        f"same pod empty {pe['p50']:.2f} / {pe['p99']:.2f} / {pe['max']:.1f} | "
+        f"{pl['p99'] / pe['p99']:.2f}x (p99) | - | |",
         "",
         "CPU seconds per process in the measured window of the best saturated cross-pod "
         "runs: Roomwire "

@@ -516,25 +516,38 @@ class RedisRegistry(Registry):
         """
         pipe = await open_pipe(self._redis_opts(), self._tls)
         try:
-            [confirmed] = await pipe.call([("SUBSCRIBE", keys.inbox(self.pod_id))])
-            if isinstance(confirmed, hiredis.ReplyError):
-                raise ConnectionError(f"redis refused the subscription: {confirmed}")
-            pipe.on_push = self._inbox_push
+            # Every reply on a subscribed connection is a push, the confirmation too: the
+            # handler is in place before SUBSCRIBE, so a message that arrives in the same
+            # read as the confirmation is not lost.
+            confirmed = asyncio.get_running_loop().create_future()
+
+            def push(reply: Any) -> None:
+                if isinstance(reply, list) and reply and reply[0] == b"subscribe":
+                    if not confirmed.done():
+                        confirmed.set_result(None)
+                elif isinstance(reply, hiredis.ReplyError) and not confirmed.done():
+                    confirmed.set_exception(ConnectionError(f"redis refused: {reply}"))
+                else:
+                    self._inbox_push(reply)
+
+            pipe.on_push = push
+            pipe.send([("SUBSCRIBE", keys.inbox(self.pod_id))], [])
+            await asyncio.wait_for(confirmed, 5)
             if self._ever_subscribed:
                 # Frames routed while nobody listened were kept: fetch them now.
                 self._inbox_dispatch({"k": "resubscribed"})
             self._ever_subscribed = True
             self._subscribed.set()
-            pings = 0
+            pings, seen = 0, pipe.last_data
             while not pipe.lost.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(pipe.lost), INBOX_PING_S)
                 if pipe.lost.done():
                     break
-                if time.monotonic() - pipe.last_data < INBOX_PING_S:
-                    pings = 0
+                if pipe.last_data != seen:  # messages, or the answer to our PING
+                    pings, seen = 0, pipe.last_data
                     continue
-                # A silent connection may be dead: PING, and give up after two.
+                # Silent for a whole period: PING, and give up after two unanswered.
                 pings += 1
                 if pings > 2:
                     raise ConnectionError("no answer on the inbox connection")

@@ -1,0 +1,100 @@
+"""The pod inbox on its pipelined connection: it stays subscribed while idle, and it hands
+the hub every message from the first one on, in order.
+
+These drive ``RedisRegistry`` in this process against the real Redis, with the idle-PING
+period shortened, so that many silent periods pass in a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from signaling import keys, redis_registry
+from signaling.redis_registry import RedisRegistry
+
+
+async def _until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_an_idle_inbox_pings_and_stays_subscribed(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(redis_registry, "INBOX_PING_S", 0.1)
+    caplog.set_level(logging.WARNING, "signaling.redis")
+    got: list[dict[str, Any]] = []
+    reg = RedisRegistry(redis_url, "idle-pod")
+    await reg.start(lambda m: got.append(m))
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+
+        async def pings() -> int:
+            stats = await admin.info("commandstats")
+            return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+        before = await pings()
+        # Many silent periods, each answered by a PING; none may end the subscription.
+        await _until(lambda: _more(pings, before + 8), 10, "8 idle PINGs")
+        assert "subscription lost" not in caplog.text
+        assert reg._subscribed.is_set()
+        assert await admin.publish(keys.inbox("idle-pod"), b'{"k": "hello"}') == 1
+        await _until(_true_when(lambda: got == [{"k": "hello"}]), 5, "the message")
+        assert not any(m.get("k") == "resubscribed" for m in got)
+    finally:
+        await admin.aclose()
+        await reg.close()
+
+
+async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) -> None:
+    """A publisher is already sending when the pod subscribes: the confirmation and the
+    first messages may come in one read, and none of them may be dropped."""
+    got: list[int] = []
+    reg = RedisRegistry(redis_url, "busy-pod")
+    publisher = aioredis.Redis.from_url(redis_url)
+    stop = asyncio.Event()
+
+    async def publish() -> None:
+        n = 0
+        while not stop.is_set() and n < 200_000:
+            n += 1
+            frame = b'{"type":"offer","from":"a","data":{"n":%d}}' % n
+            await publisher.publish(keys.inbox("busy-pod"), b"b\x1f1.0\x1es1\x1f%d\x1f" % n + frame)
+
+    def on_inbox(msg: dict[str, Any]) -> None:
+        got.extend(n for _, n, _ in msg["frames"])
+
+    task = asyncio.create_task(publish())
+    try:
+        await reg.start(on_inbox)
+        await _until(_true_when(lambda: len(got) >= 500), 20, "500 messages")
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
+        await publisher.aclose()
+        await reg.close()
+    first = got[0]
+    assert got[:500] == list(range(first, first + 500))
+
+
+async def _more(count: Any, at_least: int) -> bool:
+    return bool(await count() >= at_least)
+
+
+def _true_when(check: Any) -> Any:
+    async def run() -> bool:
+        return bool(check())
+
+    return run
