@@ -227,10 +227,7 @@ class Hub:
             beats += 1
             if self.registry_ok and beats % SWEEP_EVERY == 0:
                 await self._sweep()
-            records = [
-                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq, _busy_change(s))
-                for s in self.sessions.values()
-            ]
+            records = await self._records()
             try:
                 await self.registry.heartbeat(self.stats(), records)
                 if not self.registry_ok:
@@ -241,6 +238,18 @@ class Hub:
                     log.warning("registry unreachable: %s", e)
                 self.registry_ok = False
             await asyncio.sleep(self.settings.heartbeat_s if self.registry_ok else 0.5)
+
+    async def _records(self) -> list[SessionRecord]:
+        """Every session's record for the heartbeat, built a few hundred per loop turn: a
+        pod holding thousands of sessions would otherwise stall them all at each beat."""
+        records = []
+        for i, s in enumerate(list(self.sessions.values())):
+            records.append(
+                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq, _busy_change(s))
+            )
+            if i % 500 == 499:
+                await asyncio.sleep(0)
+        return records
 
     async def _sweep(self) -> None:
         """Tell local members about peers whose sessions expired with no pod to say so."""
