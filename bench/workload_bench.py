@@ -674,7 +674,8 @@ def report(res: Result, seconds: float) -> str:
         f"`{command().strip()}`, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; the whole "
         f"workload part took {seconds:.0f} s; the pods ran {res['version']}. Numbers are "
-        "noisy: other builds and test suites ran on the same 2 cores during this run.",
+        "noisy: every process of the run shares the 2 cores, and so does whatever else the "
+        "machine runs; see the runs of the day below for the spread.",
         "",
         "Setup: one Debian `redis-server` on loopback; Roomwire pods are "
         "`python -m signaling serve --redis-url ... --rate 100000 --rate-burst 100000 "
