@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,9 +17,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The local Kubernetes control plane (kube_cluster, kube_namespace); see docs/cluster.md.
 pytest_plugins = ["devcluster.pytest_plugin"]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float, what: str, every: float = 0.05
+) -> Any:
+    """Await ``check`` until it returns something truthy, and return that; bounded in
+    time. Fails the test with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from meetingroom_operator.planning.rebalance import minimum_moves, skew
 from meetingroom_operator.store import Store
 from signaling import keys
 from signaling.client import Client
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, eventually
 
 from .harness import (
     CRD,
@@ -47,18 +47,6 @@ from .harness import (
 pytestmark = pytest.mark.cluster
 SIGNALING = f"{c.APP_LABEL}={c.APP_NAME}"
 OPERATOR = "app.kubernetes.io/name=meetingroom-operator"
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Poll an async check until it returns something truthy; bounded."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
@@ -300,7 +288,7 @@ def test_room_placed_shown_validated_and_cleaned_up(
     async def gone() -> bool:
         return "boardroom" not in await _hgetall(redis_db_url, keys.PLACEMENT)
 
-    asyncio.run(until(gone, 10, "placement of boardroom removed"))
+    asyncio.run(eventually(gone, 10, "placement of boardroom removed"))
 
 
 def _apply_raw(stack: Stack, obj: Obj) -> Any:
@@ -340,7 +328,7 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
         },
     )
     await asyncio.to_thread(stack.apply_rooms, [room(ns, f"r{i}", 10) for i in range(3)])
-    await until(lambda: asyncio.to_thread(lambda: stack.replicas() == 3), 20, "replicas 3")
+    await eventually(lambda: asyncio.to_thread(lambda: stack.replicas() == 3), 20, "replicas 3")
     await asyncio.to_thread(kube_cluster.wait_ready_pods, ns, SIGNALING, 3, 90)
     keep = (await asyncio.to_thread(stack.pods))[0]
     keep_name = keep["metadata"]["name"]
@@ -365,7 +353,7 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
 
         # Heartbeats carry the counts (2 s period); the operator publishes cost, weight
         # and takes the busiest pod out of rotation for new connections.
-        await until(lambda: asyncio.to_thread(published), 15, "weight and cost published")
+        await eventually(lambda: asyncio.to_thread(published), 15, "weight and cost published")
         deleted_at = time.monotonic()
         await asyncio.to_thread(stack.kubectl, "delete", "mr", "--all", "-n", ns)
         drained: set[str] = set()  # pods seen with the draining mark
@@ -376,10 +364,10 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
                     drained.add(p["metadata"]["name"])
             return stack.replicas() == 1
 
-        await until(lambda: asyncio.to_thread(scaled_down), window + 40, "scale down to 1")
+        await eventually(lambda: asyncio.to_thread(scaled_down), window + 40, "scale down to 1")
         waited = time.monotonic() - deleted_at
         assert waited >= window - 1, f"scaled down after {waited:.1f}s, window {window}s"
-        await until(
+        await eventually(
             lambda: asyncio.to_thread(lambda: stack.pod_names() == [keep_name]),
             60,
             f"only {keep_name} left",
@@ -460,7 +448,7 @@ class Traffic:
             return not await delivered()
 
         with contextlib.suppress(AssertionError):
-            await until(none_missing, 15, "every acknowledged message delivered")
+            await eventually(none_missing, 15, "every acknowledged message delivered")
         missing = await delivered()
         detail = {
             a.peer: sorted(set(range(self.sent.get(a.peer, 0))) - set(b.received.get(a.peer, [])))
@@ -483,7 +471,7 @@ async def _rebalance_run(
     traffic.start()
     try:
         old = await asyncio.to_thread(stack.pod_names)
-        before = await until(lambda: _counts(store, old), 10, "sessions registered")
+        before = await eventually(lambda: _counts(store, old), 10, "sessions registered")
         assert sum(before.values()) == rooms * 4
         await asyncio.to_thread(stack.scale, 4)
         await asyncio.to_thread(stack.cluster.wait_ready_pods, stack.ns, SIGNALING, 4, 90)
@@ -501,7 +489,7 @@ async def _rebalance_run(
         if restart_operator:
             r = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
             try:
-                await until(lambda: r.hlen(c.INFLIGHT_MOVES), 60, "a rebalance wave in flight")
+                await eventually(lambda: r.hlen(c.INFLIGHT_MOVES), 60, "a rebalance wave in flight")
             finally:
                 await r.aclose()
             await asyncio.to_thread(
@@ -512,7 +500,7 @@ async def _rebalance_run(
             counts = await _counts(store, pods)
             return sum(counts.values()) == rooms * 4 and skew(counts) <= 1.15
 
-        await until(balanced, 60 if not restart_operator else 90, "max/mean <= 1.15")
+        await eventually(balanced, 60 if not restart_operator else 90, "max/mean <= 1.15")
         took = time.monotonic() - started
         after = await _counts(store, pods)
         await asyncio.sleep(3)  # a settled plan orders no further moves
@@ -581,7 +569,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
         }
         return homes if all(homes.values()) else None
 
-    homes = await until(all_ready, 20, "rooms Ready")
+    homes = await eventually(all_ready, 20, "rooms Ready")
     victim_name = Counter(homes.values()).most_common(1)[0][0]
     victim = next(
         p for p in await asyncio.to_thread(stack.pods) if p["metadata"]["name"] == victim_name
@@ -610,7 +598,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
             owners = [await r.hget(keys.session(s), "pod") for s in sids]
             return all(o != victim_name for o in owners)
 
-        await until(cleaned, 5, f"sessions of {victim_name} cleared")
+        await eventually(cleaned, 5, f"sessions of {victim_name} cleared")
         took = time.monotonic() - killed
         print(f"kill -9: sessions of {victim_name} cleared {took:.2f}s after the kill")
         assert took <= 2.0, f"sessions cleared after {took:.2f}s"
@@ -619,13 +607,13 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
             placement = await r.hgetall(keys.PLACEMENT)
             return all(placement.get(n) not in (None, victim_name) for n in names)
 
-        await until(rehomed, 5, "rooms re-homed")
+        await eventually(rehomed, 5, "rooms re-homed")
 
         async def resumed() -> bool:
             return all(f.resumes >= 1 and f.ready.is_set() for f in followers)
 
         try:
-            await until(resumed, 20, "clients resumed through the Service")
+            await eventually(resumed, 20, "clients resumed through the Service")
         except AssertionError as e:
             missing = [
                 f"{f.peer}: resumes={f.resumes} ready={f.ready.is_set()} errors={f.errors[-2:]}"
@@ -635,7 +623,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
             raise AssertionError(f"{e}; not resumed: {missing}") from None
         for f, sid in zip(followers, sids, strict=True):
             assert f.client.session_id == sid  # the same session, resumed
-        homes_after = await until(all_ready, 10, "statuses updated")
+        homes_after = await eventually(all_ready, 10, "statuses updated")
         assert (
             all(h != victim_name for n, h in homes_after.items() if homes[n] == victim_name) or True
         )

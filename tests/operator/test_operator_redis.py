@@ -7,7 +7,6 @@ speak WebSocket on loopback. No Kubernetes here (see ``test_operator_cluster.py`
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,7 @@ import redis.asyncio as aioredis
 from meetingroom_operator.store import Store
 from signaling import keys
 from signaling.client import Client
-from tests.conftest import PodFactory, wait_until
+from tests.conftest import PodFactory, eventually, wait_until
 
 SECRET = "test-control-secret-0123456789"
 ENV = {"SIGNALING_CONTROL_SECRET": SECRET, "SIGNALING_GRACE_S": "30"}
@@ -44,15 +43,6 @@ async def join(made: list[Client], url: str, room: str, peer: str) -> Client:
     await c.connect()
     await c.join(room, peer)
     return c
-
-
-async def eventually(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_observes_heartbeats_and_sessions(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 import pytest
@@ -18,15 +17,7 @@ import redis.asyncio as aioredis
 
 from signaling import keys, redis_registry
 from signaling.redis_registry import RedisRegistry
-
-
-async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests.conftest import eventually
 
 
 async def test_an_idle_inbox_pings_and_stays_subscribed(
@@ -45,12 +36,16 @@ async def test_an_idle_inbox_pings_and_stays_subscribed(
             return int(stats.get("cmdstat_ping", {}).get("calls", 0))
 
         before = await pings()
+
+        async def answered() -> bool:
+            return await pings() >= before + 8
+
         # Many silent periods, each answered by a PING; none may end the subscription.
-        await _until(lambda: _more(pings, before + 8), 10, "8 idle PINGs")
+        await eventually(answered, 10, "8 idle PINGs")
         assert "subscription lost" not in caplog.text
         assert reg._subscribed.is_set()
         assert await admin.publish(keys.inbox("idle-pod"), b'{"k": "hello"}') == 1
-        await _until(_true_when(lambda: got == [{"k": "hello"}]), 5, "the message")
+        await eventually(lambda: _now(got == [{"k": "hello"}]), 5, "the message")
         assert not any(m.get("k") == "resubscribed" for m in got)
     finally:
         await admin.aclose()
@@ -78,7 +73,7 @@ async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) ->
     task = asyncio.create_task(publish())
     try:
         await reg.start(on_inbox)
-        await _until(_true_when(lambda: len(got) >= 500), 20, "500 messages")
+        await eventually(lambda: _now(len(got) >= 500), 20, "500 messages")
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -89,12 +84,5 @@ async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) ->
     assert got[:500] == list(range(first, first + 500))
 
 
-async def _more(count: Any, at_least: int) -> bool:
-    return bool(await count() >= at_least)
-
-
-def _true_when(check: Any) -> Any:
-    async def run() -> bool:
-        return bool(check())
-
-    return run
+async def _now(value: bool) -> bool:
+    return value
