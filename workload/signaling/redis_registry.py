@@ -444,13 +444,15 @@ class RedisRegistry(Registry):
         self._sweep = self.redis.register_script(_SWEEP)
         self._take = self.redis.register_script(_TAKE)
         self._refresh = self.redis.register_script(_REFRESH)
-        # In call order: script calls, and runs of relays that go out as one script.
+        # Loaded on every (re)connect of the pipelined connection.
         self._scripts = [
             self._join, self._resume, self._detach, self._remove, self._relay_batch,
             self._keep, self._fan_out, self._members, self._sweep, self._take,
             self._refresh,
         ]  # fmt: skip
-        self._pending: list[_Call | list[_RelayCall]] = []  # not written yet
+        # Not written yet, in call order: script calls, and runs of relays that go out
+        # as one script.
+        self._pending: list[_Call | list[_RelayCall]] = []
         self._queued = 0  # calls and relays submitted and not answered yet
         self._write_soon = False
         self._pipe: RespPipe | None = None
