@@ -371,18 +371,23 @@ class Hub:
             # The hot path: frames from other pods, each for one session here.
             frames, sent_at = msg["frames"], msg["t"]
             for i, (sid, n, text) in enumerate(frames):
-                s = self.sessions.get(sid)
-                if s is not None and (s.attachment is not None or s.resuming is not None):
+                if (s := self._attached(sid)) is not None:
                     self.deliver(s, text, sent_at, n)
                 else:
                     return self._inbox_frames(frames[i:], sent_at)
             return None
         return self._inbox_other(msg)
 
+    def _attached(self, sid: str) -> LocalSession | None:
+        """The session, if it is here with a connection (or one resuming onto it)."""
+        s = self.sessions.get(sid)
+        if s is not None and (s.attachment is not None or s.resuming is not None):
+            return s
+        return None
+
     async def _inbox_frames(self, frames: list[tuple[str, int, str]], sent_at: float) -> None:
         for sid, n, text in frames:
-            s = self.sessions.get(sid)
-            if s is not None and (s.attachment is not None or s.resuming is not None):
+            if (s := self._attached(sid)) is not None:
                 self.deliver(s, text, sent_at, n)
             else:
                 # Detached, moved or gone: the registry forwards or keeps it. Awaited, so
