@@ -16,8 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from signaling import keys, redis_registry
+from signaling.client import Client
 from signaling.redis_registry import RedisRegistry
-from tests.conftest import eventually
+from tests.conftest import PodFactory, eventually, wait_until
+
+from .test_resume import Sender, check_exactly_once, collect
 
 
 async def test_an_idle_inbox_pings_and_stays_subscribed(
@@ -86,3 +89,41 @@ async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) ->
 
 async def _now(value: bool) -> bool:
     return value
+
+
+async def test_frames_survive_a_lost_inbox_connection_in_order(
+    redis_url: str, start_pod: PodFactory
+) -> None:
+    """Redis drops pod 1's inbox connection while B (pod 2) keeps sending to A (pod 1).
+    Frames routed while nobody listened were kept, frames in the lost connection's
+    buffers are in the routed record; after it resubscribes A gets them all, once, in
+    order, before anything newer."""
+    fast = ["--rate", "5000", "--rate-burst", "5000"]  # ~1,000 frames/s from one sender
+    pod1 = start_pod(redis_url, "pod-1", args=fast, wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", args=fast, wait_ready=False)
+    wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
+    a, b = Client(pod1.ws_url), Client(pod2.ws_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await a.connect()
+        await a.join("blip", "alice")
+        await b.connect()
+        await b.join("blip", "bob")
+        total = 1000
+        sender = Sender(b, "alice", limit=total, every=0.001)
+        sender.start()
+        await sender.wait_sent(300)
+        inbox = [c for c in await admin.client_list() if c.get("name") == "rw-inbox:pod-1"]
+        assert len(inbox) == 1, inbox
+        await admin.client_kill_filter(_id=inbox[0]["id"])
+        await sender.wait_sent(total, timeout=30)
+        frames: list[dict[str, Any]] = []
+        await collect(a, frames, total, timeout=20)
+        check_exactly_once(frames, total)
+        rns = [f["rn"] for f in frames]
+        assert rns == sorted(rns), "frames out of their cross-pod order"
+        assert "inbox subscription lost" in pod1.log.read_text()
+    finally:
+        await admin.aclose()
+        await a.close()
+        await b.close()

@@ -342,7 +342,7 @@ return gone
 _TAKE = """
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
 redis.call('DEL', KEYS[1])
-return entries
+return {entries, redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
 _MEMBERS = """
@@ -498,16 +498,23 @@ class RedisRegistry(Registry):
         await self.redis.aclose()
 
     async def _listen(self) -> None:
-        """Read this pod's inbox, in order; resubscribe after a lost connection."""
+        """Read this pod's inbox, in order; resubscribe after a lost connection.
+
+        The first attempt is immediate: while nobody listens, frames for this pod's
+        sessions go to their bounded boxes, so every millisecond of the gap counts.
+        Attempts that fail back off to half a second.
+        """
         while True:
             try:
                 await self._read_inbox()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError, hiredis.ProtocolError) as e:
+                was_subscribed = self._subscribed.is_set()
                 self._subscribed.clear()
                 log.warning("inbox subscription lost (%s); resubscribing", e)
-                await asyncio.sleep(0.5)
+                if not was_subscribed:
+                    await asyncio.sleep(0.5)
 
     async def _read_inbox(self) -> None:
         """One subscription on its own connection, parsed with hiredis.
@@ -516,7 +523,7 @@ class RedisRegistry(Registry):
         the hub inside the connection's read callback, where redis-py's PubSub spends
         tens of microseconds per message.
         """
-        pipe = await open_pipe(self._redis_opts(), self._tls)
+        pipe = await open_pipe(self._redis_opts(), self._tls, f"rw-inbox:{self.pod_id}")
         try:
             # Every reply on a subscribed connection is a push, the confirmation too: the
             # handler is in place before SUBSCRIBE, so a message that arrives in the same
@@ -526,6 +533,11 @@ class RedisRegistry(Registry):
             def push(reply: Any) -> None:
                 if isinstance(reply, list) and reply and reply[0] == b"subscribe":
                     if not confirmed.done():
+                        if self._ever_subscribed:
+                            # Frames routed while nobody listened were kept: recover them
+                            # before any message that comes after this confirmation.
+                            self._inbox_dispatch({"k": "resubscribed"})
+                        self._ever_subscribed = True
                         confirmed.set_result(None)
                 elif isinstance(reply, hiredis.ReplyError) and not confirmed.done():
                     confirmed.set_exception(ConnectionError(f"redis refused: {reply}"))
@@ -535,10 +547,6 @@ class RedisRegistry(Registry):
             pipe.on_push = push
             pipe.send([("SUBSCRIBE", keys.inbox(self.pod_id))], [])
             await asyncio.wait_for(confirmed, 5)
-            if self._ever_subscribed:
-                # Frames routed while nobody listened were kept: fetch them now.
-                self._inbox_dispatch({"k": "resubscribed"})
-            self._ever_subscribed = True
             self._subscribed.set()
             pings, seen = 0, pipe.last_data
             while not pipe.lost.done():
@@ -668,7 +676,7 @@ class RedisRegistry(Registry):
 
     async def _connect(self) -> None:
         try:
-            pipe = await open_pipe(self._redis_opts(), self._tls)
+            pipe = await open_pipe(self._redis_opts(), self._tls, f"rw-scripts:{self.pod_id}")
             # Load the scripts first: after a Redis restart no EVALSHA meets NOSCRIPT.
             replies = await pipe.call([("SCRIPT", "LOAD", sc.script) for sc in self._scripts])
             if errors := [r for r in replies if isinstance(r, hiredis.ReplyError)]:
@@ -820,12 +828,19 @@ class RedisRegistry(Registry):
         entries.sort(key=lambda e: e[0])
         return ResumeOutcome(int(r[1]), entries, _s(r[0]), int(r[2]), recent)
 
-    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
-        out = []
-        for _entry_id, fields in await self._call(self._take, [keys.session_box(sid)], []):
+    async def take_kept(self, sid: str, after_rn: int) -> list[tuple[int, str]]:
+        box, routed = await self._call(
+            self._take, [keys.session_box(sid), keys.session_routed(sid)], []
+        )
+        out: dict[int, str] = {}
+        for _entry_id, fields in box:
             f = {_s(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
-            out.append((int(f["n"]), _s(f["f"])))
-        return sorted(out)
+            out[int(f["n"])] = _s(f["f"])
+        for item in routed:
+            n_text, _, text = _s(item).partition(":")
+            if int(n_text) > after_rn:
+                out.setdefault(int(n_text), text)
+        return sorted(out.items())
 
     async def detach(
         self, sid: str, seq: int, grace_s: float, recent: list[tuple[int, str]]
@@ -966,7 +981,7 @@ class RedisRegistry(Registry):
             commands += [
                 ("HSET", key, "pod", self.pod_id, "room", rec.room, "peer", rec.peer,
                  "role", rec.role, "state", "live" if rec.live else "grace",
-                 "seq", rec.seq, "n", 0),
+                 "seq", rec.seq, "n", rec.rn),
                 ("EXPIRE", key, keys.POD_TTL_S if rec.live else self.grace_s),
                 ("SADD", keys.pod_sessions(self.pod_id), rec.sid),
                 ("HSETNX", keys.room_members(rec.room), rec.peer, rec.sid),

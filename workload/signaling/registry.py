@@ -84,6 +84,8 @@ class SessionRecord:
     # Set when the negotiation state changed since the last heartbeat: the unix time
     # until which the session is busy (0: no longer busy).
     busy: float | None = None
+    # The last cross-pod order number delivered: numbering resumes after it.
+    rn: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,10 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
-        """Frames kept for a session that is live here after all (the inbox was down)."""
+    async def take_kept(self, sid: str, after_rn: int) -> list[tuple[int, str]]:
+        """Frames for a session live here that its inbox may have missed while it was
+        down: those kept meanwhile, and those routed here past ``after_rn`` (the last
+        delivered), as (rn, frame) in order."""
 
     @abstractmethod
     async def remove(self, sid: str, room: str, peer: str) -> bool:
@@ -284,7 +288,7 @@ class MemoryRegistry(Registry):
         self._seq[sid] = seq
         self._recent[sid] = list(recent)
 
-    async def take_kept(self, sid: str) -> list[tuple[int, str]]:
+    async def take_kept(self, sid: str, after_rn: int) -> list[tuple[int, str]]:
         return list(enumerate(self._kept.pop(sid, ())))
 
     async def remove(self, sid: str, room: str, peer: str) -> bool:

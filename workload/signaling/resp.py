@@ -98,8 +98,11 @@ class RespPipe(asyncio.Protocol):
             self.transport.abort()
 
 
-async def open_pipe(opts: dict[str, Any], use_ssl: bool, timeout: float = 5.0) -> RespPipe:
-    """Connect, authenticate and select the database of a redis-py connection's options."""
+async def open_pipe(
+    opts: dict[str, Any], use_ssl: bool, name: str = "", timeout: float = 5.0
+) -> RespPipe:
+    """Connect, authenticate and select the database of a redis-py connection's options;
+    ``name`` is what CLIENT LIST shows for the connection."""
     loop = asyncio.get_running_loop()
     ctx = ssl.create_default_context() if use_ssl else None
     _, pipe = await asyncio.wait_for(
@@ -114,6 +117,10 @@ async def open_pipe(opts: dict[str, Any], use_ssl: bool, timeout: float = 5.0) -
         setup.append(("AUTH", *([user] if user else []), opts["password"]))
     if opts.get("db"):
         setup.append(("SELECT", opts["db"]))
+    if name:
+        setup.append(
+            ("CLIENT", "SETNAME", "".join(c if c.isalnum() or c in "-_:." else "_" for c in name))
+        )
     if setup:
         try:
             for reply in await pipe.call(setup, timeout):

@@ -141,6 +141,7 @@ class LocalSession:
     recent: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
     # Until when an offer/answer exchange is under way (monotonic clock); 0 when not.
     negotiating_until: float = 0.0
+    last_rn: int = 0  # the highest cross-pod order number delivered here
     busy_published: float = 0.0
 
     def note_signal(self, text: str) -> None:
@@ -245,7 +246,9 @@ class Hub:
         records = []
         for i, s in enumerate(list(self.sessions.values())):
             records.append(
-                SessionRecord(s.sid, s.room, s.peer, s.role.value, s.live, s.seq, _busy_change(s))
+                SessionRecord(
+                    s.sid, s.room, s.peer, s.role.value, s.live, s.seq, _busy_change(s), s.last_rn
+                )
             )
             if i % 500 == 499:
                 await asyncio.sleep(0)
@@ -285,6 +288,8 @@ class Hub:
             return
         session.note_signal(text)
         session.seq += 1
+        if n is not None and n > session.last_rn:
+            session.last_rn = n
         # rn: the frame's place in the session's cross-pod order (see last_rn on resume)
         stamped = splice(
             text, f',"seq":{session.seq}' if n is None else f',"rn":{n},"seq":{session.seq}'
@@ -371,10 +376,11 @@ class Hub:
             # The hot path: frames from other pods, each for one session here.
             frames, sent_at = msg["frames"], msg["t"]
             for i, (sid, n, text) in enumerate(frames):
-                if (s := self._attached(sid)) is not None:
-                    self.deliver(s, text, sent_at, n)
-                else:
+                if (s := self._attached(sid)) is None:
                     return self._inbox_frames(frames[i:], sent_at)
+                if n > s.last_rn or s.resuming is not None:
+                    self.deliver(s, text, sent_at, n)
+                # else: delivered already, by the recovery after an inbox outage
             return None
         return self._inbox_other(msg)
 
@@ -388,7 +394,8 @@ class Hub:
     async def _inbox_frames(self, frames: list[tuple[str, int, str]], sent_at: float) -> None:
         for sid, n, text in frames:
             if (s := self._attached(sid)) is not None:
-                self.deliver(s, text, sent_at, n)
+                if n > s.last_rn or s.resuming is not None:
+                    self.deliver(s, text, sent_at, n)
             else:
                 # Detached, moved or gone: the registry forwards or keeps it. Awaited, so
                 # that a takeover handled after this message finds it passed on.
@@ -409,7 +416,8 @@ class Hub:
                 with contextlib.suppress(RegistryError):
                     await self.registry.takeover_done(new_pod, sid, recent)
         elif kind == "resubscribed":
-            self.spawn(self._recover_kept())
+            # Awaited: the frames that arrive from now on wait behind the recovered ones.
+            await self._recover_kept()
         elif kind == "takeover-done":
             waiter = self._takeover_waits.get(str(msg.get("sid")))
             if waiter is not None and not waiter.done():
@@ -423,17 +431,19 @@ class Hub:
             await self._command(cmd)
 
     async def _recover_kept(self) -> None:
-        """After the inbox was down, deliver what was kept for sessions live here."""
-        for s in list(self.sessions.values()):
-            if s.attachment is None or s.resuming is not None:
+        """After the inbox was down: deliver, in order, the frames kept for sessions live
+        here meanwhile and those the lost connection swallowed (past each last rn)."""
+        live = [s for s in self.sessions.values() if s.live]
+        found = await asyncio.gather(
+            *(self.registry.take_kept(s.sid, s.last_rn) for s in live), return_exceptions=True
+        )
+        for s, frames in zip(live, found, strict=True):
+            if isinstance(frames, BaseException):
+                log.warning("could not recover frames for %s: %s", s.sid, frames)
                 continue
-            try:
-                kept = await self.registry.take_kept(s.sid)
-            except RegistryError as e:
-                log.warning("could not recover kept frames: %s", e)
-                return
-            for _, text in kept:
-                self.deliver(s, text)
+            for n, text in frames:
+                if s.attachment is not None:
+                    self.deliver(s, text, None, n)
 
     async def _drop(self, s: LocalSession, code: int, reason: str) -> None:
         """Forget a session without telling the room: it lives on elsewhere."""
@@ -644,8 +654,10 @@ class Hub:
         """End holding: kept and held frames merged by their order n, then arrival."""
         held, s.resuming = s.resuming or [], None
         merged = [(float(n), -1, text) for n, text in kept] + held
-        for _, _, text in sorted(merged, key=lambda h: (h[0], h[1])):
+        for order, _, text in sorted(merged, key=lambda h: (h[0], h[1])):
             self.deliver(s, text)
+            if order != float("inf"):
+                s.last_rn = max(s.last_rn, int(order))
 
     async def _resume(self, att: Attachment, j: Join) -> LocalSession | None:
         assert j.resume is not None
@@ -702,6 +714,7 @@ class Hub:
         s.seq = max(s.seq, out.seq, j.last_seq or 0, *(q for q in recent))
         # A frame re-sent from the lost connection keeps its seq; drop its routed copy.
         resent_rn = {rn for _, t in resend if (rn := _rn_of(t)) is not None}
+        s.last_rn = max(s.last_rn, j.last_rn or 0, *resent_rn)
         kept = [(n, t) for n, t in out.kept if n not in resent_rn]
         held_n = len(s.resuming or [])
         self.send_direct(
