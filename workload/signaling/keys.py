@@ -21,9 +21,10 @@ Keys (``{x}`` is a value):
   listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume.
 - ``rw:session:{sid}:recent`` list of ``"{seq}:{frame}"``: the last frames sent on a
   connection that dropped, re-sent on resume past the client's ``last_seq``.
-- ``rw:session:{sid}:routed`` list of ``"{n}:{frame}"``: the last frames published to
-  the session's pod; if that pod dies with them in flight, a resume re-sends those past
-  the client's ``last_rn``.
+- ``rw:session:{sid}:routed`` list of ``"{n}:{frame}"``, newest first: the last 64 to 96
+  frames published to the session's pod. If that pod dies with them in flight, a resume
+  re-sends those past the client's ``last_rn``; if only the pod's inbox connection was
+  lost, the pod itself re-delivers those past the last ``n`` it delivered.
 - ``rw:room:{room}:members`` hash: peer id -> session id.
 - ``rw:room:{room}:roles`` hash: peer id -> role, for announcing a peer whose session
   expired (its pod died and it never resumed).
