@@ -29,7 +29,6 @@ class RespPipe(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[tuple[ReplyHandler, float]] = deque()
         self.on_push: ReplyHandler | None = None
-        self.on_lost: Callable[[], None] | None = None
         self.last_data = time.monotonic()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -54,8 +53,6 @@ class RespPipe(asyncio.Protocol):
             self.waiting.popleft()[0](error)
         if not self.lost.done():
             self.lost.set_result(None)
-        if self.on_lost is not None:
-            self.on_lost()
 
     # ---- use ----------------------------------------------------------------------------
 

@@ -276,6 +276,8 @@ class Hub:
             order = float("inf") if n is None else float(n)
             session.resuming.append((order, len(session.resuming), text))
             return
+        if n is not None and n <= session.last_rn:
+            return  # a copy of one delivered already (recovered after an inbox outage)
         att = session.attachment
         if att is None or att.closing:
             self.spawn(self._keep(session.sid, text, n))
@@ -288,7 +290,7 @@ class Hub:
             return
         session.note_signal(text)
         session.seq += 1
-        if n is not None and n > session.last_rn:
+        if n is not None:
             session.last_rn = n
         # rn: the frame's place in the session's cross-pod order (see last_rn on resume)
         stamped = splice(
@@ -378,9 +380,7 @@ class Hub:
             for i, (sid, n, text) in enumerate(frames):
                 if (s := self._attached(sid)) is None:
                     return self._inbox_frames(frames[i:], sent_at)
-                if n > s.last_rn or s.resuming is not None:
-                    self.deliver(s, text, sent_at, n)
-                # else: delivered already, by the recovery after an inbox outage
+                self.deliver(s, text, sent_at, n)
             return None
         return self._inbox_other(msg)
 
@@ -394,8 +394,7 @@ class Hub:
     async def _inbox_frames(self, frames: list[tuple[str, int, str]], sent_at: float) -> None:
         for sid, n, text in frames:
             if (s := self._attached(sid)) is not None:
-                if n > s.last_rn or s.resuming is not None:
-                    self.deliver(s, text, sent_at, n)
+                self.deliver(s, text, sent_at, n)
             else:
                 # Detached, moved or gone: the registry forwards or keeps it. Awaited, so
                 # that a takeover handled after this message finds it passed on.
@@ -442,8 +441,7 @@ class Hub:
                 log.warning("could not recover frames for %s: %s", s.sid, frames)
                 continue
             for n, text in frames:
-                if s.attachment is not None:
-                    self.deliver(s, text, None, n)
+                self.deliver(s, text, None, n)
 
     async def _drop(self, s: LocalSession, code: int, reason: str) -> None:
         """Forget a session without telling the room: it lives on elsewhere."""
