@@ -38,13 +38,13 @@ from tests.operator.harness import (
     workload_objects,
 )
 
+from bench.results import write_section
 from devcluster import control_plane
 from devcluster.pytest_plugin import KubeCluster, _local
 from meetingroom_operator.planning.rebalance import minimum_moves, skew
 from meetingroom_operator.store import Store
 from signaling.client import Client
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SIGNALING = "app.kubernetes.io/name=signaling"
 ROOMS = int(os.environ.get("BENCH_ROOMS", "1000"))
 CLIENT_ROOMS = int(os.environ.get("BENCH_CLIENT_ROOMS", "100"))
@@ -257,16 +257,8 @@ def write_results(rooms: dict[str, Any], reb: dict[str, Any], env: str) -> None:
         "",
     ]
     section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if "## Operator" in text:
-        head, _, rest = text.partition("## Operator")
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-    say(f"results written to {RESULTS.relative_to(ROOT)}")
+    path = write_section("## Operator", section)
+    say(f"results written to {path.relative_to(ROOT)}")
 
 
 def main() -> int:

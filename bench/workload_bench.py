@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.results import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / ".out"
-RESULTS = BENCH / "RESULTS.md"
 DRIVER = BENCH / "socketio" / "driver.mjs"
 SIO_SERVER = BENCH / "socketio" / "server.mjs"
 POD_FLAGS = ["--rate", "100000", "--rate-burst", "100000", "--log-level", "WARNING"]
@@ -63,23 +64,15 @@ PROBE_S = 8.0  # ping probe of the idle pod: four heartbeats
 
 def workload_version() -> str:
     """The commit the pods ran, and whether the workload tree differed from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "workload", "pyproject.toml"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "workload", "pyproject.toml")
     except (OSError, subprocess.SubprocessError):
         return "an unknown commit"
     return f"commit {sha}" + (
@@ -761,19 +754,8 @@ def report(res: Result, seconds: float) -> str:
 
 
 def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if "## Workload" in text:
-        head, _, rest = text.partition("## Workload")
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    elif "## Operator" in text:
-        head, _, rest = text.partition("## Operator")
-        text = head + section + "\n## Operator" + rest
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-    say(f"results written to {RESULTS.relative_to(ROOT)} (## Workload)")
+    path = write_section("## Workload", section, before="## Operator")
+    say(f"results written to {path.relative_to(ROOT)} (## Workload)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,6 +189,13 @@ class Pod:
 PodFactory = Callable[..., Pod]
 
 
+def wait_ready(*pods: Pod, timeout: float = 20) -> None:
+    """Until every pod answers /readyz; pods started with ``wait_ready=False`` come up
+    side by side this way."""
+    names = " and ".join(p.pod_id for p in pods)
+    wait_until(lambda: all(p.ready() for p in pods), timeout, f"{names} ready")
+
+
 @pytest.fixture()
 def start_pod(tmp_path: Path) -> Iterator[PodFactory]:
     """``start_pod(redis_url=None, pod_id="pod-1", args=[...], env={...}) -> Pod``."""

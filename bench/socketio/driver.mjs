@@ -35,7 +35,8 @@ function payload(i) {
   return { t: performance.now(), i, sdpMid: "0", candidate: PAD };
 }
 
-class WsPeer {
+// One peer of a room on one server; onData gets every relayed payload it receives.
+class RoomPeer {
   constructor(url, room, peer) {
     this.url = url;
     this.room = room;
@@ -43,6 +44,9 @@ class WsPeer {
     this.onData = null;
     this.errors = 0;
   }
+}
+
+class WsPeer extends RoomPeer {
   open(timeoutMs = 20000) {
     return new Promise((resolve, reject) => {
       // deflate: offer permessage-deflate as browsers do (off by default, see --deflate)
@@ -80,14 +84,7 @@ class WsPeer {
   }
 }
 
-class SioPeer {
-  constructor(url, room, peer) {
-    this.url = url;
-    this.room = room;
-    this.peer = peer;
-    this.onData = null;
-    this.errors = 0;
-  }
+class SioPeer extends RoomPeer {
   open(timeoutMs = 20000) {
     return new Promise((resolve, reject) => {
       const s = io(this.url, {

@@ -16,7 +16,7 @@ from meetingroom_operator.metrics import Metrics
 from meetingroom_operator.planning.rebalance import minimum_moves, skew
 from meetingroom_operator.store import Store
 from signaling.client import Client
-from tests.conftest import PodFactory, wait_until
+from tests.conftest import PodFactory, wait_ready
 
 from .harness import SECRET, Follower
 
@@ -31,7 +31,7 @@ async def test_rebalance_moves_the_minimum_and_converges(
     redis_url: str, start_pod: PodFactory
 ) -> None:
     pods = [start_pod(redis_url, f"pod-{i}", env=ENV, wait_ready=False) for i in range(1, 5)]
-    wait_until(lambda: all(p.ready() for p in pods), 30, "4 pods ready")
+    wait_ready(*pods, timeout=30)
     followers: list[Follower] = []
     # 10 rooms of 4 on pod-1, 2 rooms of 4 on pod-2; pod-3 and pod-4 are new and empty.
     layout = [(r, pods[0] if r < 10 else pods[1]) for r in range(12)]

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from meetingroom_operator.store import Store
 from signaling import keys
 from signaling.client import Client
-from tests.conftest import PodFactory, eventually, wait_until
+from tests.conftest import PodFactory, eventually, wait_ready
 
 SECRET = "test-control-secret-0123456789"
 ENV = {"SIGNALING_CONTROL_SECRET": SECRET, "SIGNALING_GRACE_S": "30"}
@@ -81,7 +81,7 @@ async def test_dead_pod_cleanup_lets_clients_resume_elsewhere(
 ) -> None:
     p1 = start_pod(redis_url, "pod-1", env=ENV, wait_ready=False)
     p2 = start_pod(redis_url, "pod-2", env=ENV, wait_ready=False)
-    wait_until(lambda: p1.ready() and p2.ready(), 20, "both pods ready")
+    wait_ready(p1, p2)
     a = await join(clients, p1.ws_url, "kill", "alice")
     b = await join(clients, p2.ws_url, "kill", "bob")
     p1.kill9()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from signaling.client import Client
-from tests.conftest import Pod, PodFactory, wait_until
+from tests.conftest import Pod, PodFactory, wait_ready
 
 
 @dataclass
@@ -40,7 +40,7 @@ def pods(request: pytest.FixtureRequest, start_pod: PodFactory) -> Pods:
     redis_url: str = request.getfixturevalue("redis_url")
     a = start_pod(redis_url, "pod-1", wait_ready=False)
     b = start_pod(redis_url, "pod-2", wait_ready=False)
-    wait_until(lambda: a.ready() and b.ready(), 20, "both pods ready")
+    wait_ready(a, b)
     return Pods("redis", a, b, redis_url)
 
 

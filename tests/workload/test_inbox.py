@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from signaling import keys, redis_registry
 from signaling.client import Client
 from signaling.redis_registry import RedisRegistry
-from tests.conftest import PodFactory, eventually, wait_until
+from tests.conftest import PodFactory, eventually, wait_ready
 
 from .test_resume import Sender, check_exactly_once, collect
 
@@ -101,7 +101,7 @@ async def test_frames_survive_a_lost_inbox_connection_in_order(
     fast = ["--rate", "5000", "--rate-burst", "5000"]  # ~1,000 frames/s from one sender
     pod1 = start_pod(redis_url, "pod-1", args=fast, wait_ready=False)
     pod2 = start_pod(redis_url, "pod-2", args=fast, wait_ready=False)
-    wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
+    wait_ready(pod1, pod2)
     a, b = Client(pod1.ws_url), Client(pod2.ws_url)
     admin = aioredis.Redis.from_url(redis_url)
     try:

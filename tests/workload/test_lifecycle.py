@@ -17,7 +17,7 @@ import redis
 
 from signaling import keys
 from signaling.client import Client
-from tests.conftest import PodFactory, RedisServer, wait_until
+from tests.conftest import PodFactory, RedisServer, wait_ready, wait_until
 
 from .conftest import joined
 
@@ -30,7 +30,7 @@ async def test_redis_restart_service_comes_back_and_registry_is_restored(
 ) -> None:
     p1 = start_pod(redis_url, "pod-1", wait_ready=False)
     p2 = start_pod(redis_url, "pod-2", wait_ready=False)
-    wait_until(lambda: p1.ready() and p2.ready(), 20, "both pods ready")
+    wait_ready(p1, p2)
     a = await joined(clients, p1.ws_url, "restart", "alice")
     b = await joined(clients, p2.ws_url, "restart", "bob")
     await a.recv_until(lambda f: f["type"] == "peer-joined")
@@ -72,7 +72,7 @@ async def test_drain_on_sigterm(
 ) -> None:
     draining = start_pod(redis_url, "pod-1", args=["--drain", "3"], wait_ready=False)
     other = start_pod(redis_url, "pod-2", wait_ready=False)
-    wait_until(lambda: draining.ready() and other.ready(), 20, "both pods ready")
+    wait_ready(draining, other)
     watcher = await joined(clients, other.ws_url, "drain", "watcher")
     peers = [await joined(clients, draining.ws_url, "drain", f"p{i}") for i in range(8)]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from signaling.client import Client, Closed
-from tests.conftest import PodFactory, wait_until
+from tests.conftest import PodFactory, wait_ready
 
 from .conftest import Pods, joined
 
@@ -152,7 +152,7 @@ async def test_resume_after_kill_9_of_the_pod(
 ) -> None:
     pod1 = start_pod(redis_url, "pod-1", wait_ready=False)
     pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
-    wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
+    wait_ready(pod1, pod2)
     a = await joined(clients, pod1.ws_url, "kill", "alice")
     b = await joined(clients, pod2.ws_url, "kill", "bob")
     frames: list[dict[str, Any]] = []
@@ -179,7 +179,7 @@ async def test_peer_of_a_killed_pod_is_announced_gone_after_grace(
     pod2 = start_pod(
         redis_url, "pod-2", args=["--grace", "1", "--heartbeat", "0.5"], wait_ready=False
     )
-    wait_until(lambda: pod1.ready() and pod2.ready(), 20, "both pods ready")
+    wait_ready(pod1, pod2)
     await joined(clients, pod1.ws_url, "sweep", "alice")
     b = await joined(clients, pod2.ws_url, "sweep", "bob")
     pod1.kill9()
