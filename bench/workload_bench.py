@@ -254,8 +254,8 @@ def drive(cfg: dict[str, Any], watch: list[Proc], timeout: float = 120.0) -> Res
     window (the driver prints ``mark start`` and ``mark end`` at its edges)."""
     node = shutil.which("node") or "node"
     cfg = {"hardTimeoutS": timeout - 5, **cfg}
-    # Let the previous run's closes (detach, grace timers) finish first: on a Roomwire
-    # pod they overlap the next joins and overflow redis-py's pool of 100 otherwise.
+    # Let the previous run's closes (detaches, grace timers) finish first, so that their
+    # work does not fall into the next run's measured window.
     time.sleep(SETTLE_S)
     t0 = time.monotonic()
     deadline = t0 + timeout
