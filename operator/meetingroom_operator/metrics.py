@@ -1,136 +1,149 @@
-"""The operator's Prometheus metrics: a tiny registry and the ``/metrics`` endpoint.
+"""The operator's Prometheus metrics, on ``prometheus_client``, and the ``/metrics`` endpoint.
 
-Counters, gauges and histograms with fixed label names, rendered in the Prometheus text
-format. ``serve`` runs the endpoint on aiohttp (already a dependency of the project).
+``Metrics`` owns its own ``CollectorRegistry`` (with the process, platform and GC
+collectors), so several operators may live in one process, as in tests. The facade keeps
+the handlers' call shapes: ``inc(amount, *labels)``, ``set(value, *labels)``,
+``observe(value, *labels)`` and ``get(*labels)``. ``serve`` runs the endpoint on aiohttp
+(already a dependency of the project).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+import prometheus_client as prom
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-Labels = tuple[str, ...]
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-@dataclass
 class Metric:
-    name: str
-    help: str
-    kind: str
-    label_names: tuple[str, ...] = ()
-    values: dict[Labels, float] = field(default_factory=dict)
+    """A counter or a gauge with fixed label names.
 
-    def _key(self, labels: Sequence[str]) -> Labels:
+    A counter's exposed name is ``name`` + ``_total`` (prometheus_client adds the suffix
+    when ``name`` lacks it); ``get`` reads the exposed sample.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        kind: str,
+        label_names: Sequence[str] = (),
+    ) -> None:
+        if kind not in ("counter", "gauge"):
+            raise ValueError(f"unknown metric kind {kind!r}")
+        self.registry, self.kind, self.label_names = registry, kind, tuple(label_names)
+        self.name = name.removesuffix("_total") + "_total" if kind == "counter" else name
+        cls = prom.Counter if kind == "counter" else prom.Gauge
+        self._metric: prom.Counter | prom.Gauge = cls(
+            name, help_text, self.label_names, registry=registry
+        )
+
+    def _check(self, labels: Sequence[str]) -> None:
         if len(labels) != len(self.label_names):
             raise ValueError(f"{self.name} takes labels {self.label_names}")
-        return tuple(labels)
+
+    def _child(self, labels: Sequence[str]) -> prom.Counter | prom.Gauge:
+        self._check(labels)
+        return self._metric.labels(*labels) if labels else self._metric
 
     def inc(self, amount: float = 1.0, *labels: str) -> None:
-        key = self._key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def set(self, value: float, *labels: str) -> None:
-        self.values[self._key(labels)] = value
+        child = self._child(labels)
+        if not isinstance(child, prom.Gauge):
+            raise TypeError(f"{self.name} is a counter; it cannot be set")
+        child.set(value)
 
     def get(self, *labels: str) -> float:
-        return self.values.get(self._key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in sorted(self.values.items()):
-            out.append(f"{self.name}{_fmt(self.label_names, labels)} {value:g}")
-        return out
+        self._check(labels)
+        wanted = dict(zip(self.label_names, labels, strict=True))
+        value = self.registry.get_sample_value(self.name, wanted)
+        return value or 0.0
 
 
-@dataclass
 class Histogram:
-    name: str
-    help: str
-    buckets: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-    label_names: tuple[str, ...] = ()
-    counts: dict[Labels, list[int]] = field(default_factory=dict)
-    sums: dict[Labels, float] = field(default_factory=dict)
+    """A histogram with fixed label names; ``observe(value, *labels)``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        label_names: Sequence[str] = (),
+        buckets: Sequence[float] = RECONCILE_BUCKETS,
+    ) -> None:
+        self.name, self.label_names = name, tuple(label_names)
+        self._histogram = prom.Histogram(
+            name, help_text, self.label_names, buckets=buckets, registry=registry
+        )
 
     def observe(self, value: float, *labels: str) -> None:
-        key = tuple(labels)
-        counts = self.counts.setdefault(key, [0] * (len(self.buckets) + 1))
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sums[key] = self.sums.get(key, 0.0) + value
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, counts in sorted(self.counts.items()):
-            running = 0
-            for bound, n in zip((*self.buckets, float("inf")), counts, strict=True):
-                running += n
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                labels = _fmt((*self.label_names, "le"), (*key, le))
-                out.append(f"{self.name}_bucket{labels} {running}")
-            base = _fmt(self.label_names, key)
-            out.append(f"{self.name}_sum{base} {self.sums[key]:g}")
-            out.append(f"{self.name}_count{base} {running}")
-        return out
-
-
-def _fmt(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    inner = ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
-    return "{" + inner + "}"
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"{self.name} takes labels {self.label_names}")
+        (self._histogram.labels(*labels) if labels else self._histogram).observe(value)
 
 
 class Metrics:
     """Every metric the operator exports."""
 
     def __init__(self) -> None:
+        self.registry = reg = CollectorRegistry()
+        prom.ProcessCollector(registry=reg)
+        prom.PlatformCollector(registry=reg)
+        prom.GCCollector(registry=reg)
         self.reconcile = Histogram(
+            reg,
             "roomwire_operator_reconcile_seconds",
             "Duration of one reconcile (loop: the balance loop; room: one MeetingRoom).",
             label_names=("kind",),
         )
         self.moves = Metric(
-            "roomwire_operator_moves_total",
+            reg,
+            "roomwire_operator_moves",
             "Sessions ordered to move (kind: room = migrate-room, session = reconnect).",
             "counter",
             ("kind",),
         )
-        self.skew = Metric("roomwire_operator_skew", "max/mean of live sessions per pod.", "gauge")
-        self.pods = Metric("roomwire_operator_pods", "Serving signaling pods seen.", "gauge")
-        self.rooms = Metric("roomwire_operator_rooms", "MeetingRooms known.", "gauge")
+        self.skew = Metric(
+            reg, "roomwire_operator_skew", "max/mean of live sessions per pod.", "gauge"
+        )
+        self.pods = Metric(reg, "roomwire_operator_pods", "Serving signaling pods seen.", "gauge")
+        self.rooms = Metric(reg, "roomwire_operator_rooms", "MeetingRooms known.", "gauge")
         self.replicas = Metric(
-            "roomwire_operator_desired_replicas", "Replicas the scaler wants.", "gauge"
+            reg, "roomwire_operator_desired_replicas", "Replicas the scaler wants.", "gauge"
         )
         self.dead_pods = Metric(
-            "roomwire_operator_dead_pods_total", "Dead signaling pods cleaned up.", "counter"
+            reg, "roomwire_operator_dead_pods", "Dead signaling pods cleaned up.", "counter"
         )
         self.graced = Metric(
-            "roomwire_operator_sessions_graced_total",
+            reg,
+            "roomwire_operator_sessions_graced",
             "Sessions of dead pods turned to grace for resume elsewhere.",
             "counter",
         )
         self.errors = Metric(
-            "roomwire_operator_errors_total",
-            "Errors by where they happened.",
-            "counter",
-            ("where",),
+            reg, "roomwire_operator_errors", "Errors by where they happened.", "counter", ("where",)
         )
 
     def render(self) -> str:
-        lines: list[str] = []
-        for m in (self.reconcile, self.moves, self.skew, self.pods, self.rooms, self.replicas,
-                  self.dead_pods, self.graced, self.errors):  # fmt: skip
-            lines.extend(m.render())
-        return "\n".join(lines) + "\n"
+        """The Prometheus text format (0.0.4) of everything in this registry."""
+        return generate_latest(self.registry).decode()
 
 
 async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:
     """Start ``/metrics`` on ``host:port``; the caller cleans the runner up."""
 
     async def handle(_: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            body=generate_latest(metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", handle)

@@ -1,70 +1,47 @@
-"""A small Prometheus text-format registry: counters, gauges and histograms. No I/O."""
+"""The workload's Prometheus metrics, on ``prometheus_client``. No I/O.
+
+Each ``Metrics`` owns its own ``CollectorRegistry`` (several hubs may share a process, as
+in tests), with the process, platform and GC collectors registered in it. The facade
+keeps the call shapes the server uses: ``counter.inc("label")``, ``histogram.observe(x)``
+and ``render()``; label children are cached so a hot-path ``inc`` is one dict look-up
+and one locked add.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+
+import prometheus_client as prom
+from prometheus_client import CollectorRegistry, generate_latest
+
+RELAY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class Counter:
-    def __init__(self, name: str, help_text: str, labels: Iterable[str] = ()) -> None:
-        self.name, self.help, self.labels = name, help_text, tuple(labels)
-        self.values: dict[tuple[str, ...], float] = {}
+class LabelledCounter:
+    """A counter with fixed label names; ``inc(*values, by=1.0)``.
+
+    The exposed name is ``name`` + ``_total`` (prometheus_client adds the suffix).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+    ) -> None:
+        self.labels = tuple(labels)
+        self._counter = prom.Counter(name, help_text, self.labels, registry=registry)
+        self._children: dict[tuple[str, ...], prom.Counter] = {}
 
     def inc(self, *label_values: str, by: float = 1.0) -> None:
-        self.values[label_values] = self.values.get(label_values, 0.0) + by
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        if not self.values and not self.labels:
-            out.append(f"{self.name} 0")
-        for key, value in sorted(self.values.items()):
-            out.append(f"{self.name}{_labels(self.labels, key)} {value:g}")
-        return out
-
-
-class Gauge:
-    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self.name, self.help, self.read = name, help_text, read
-
-    def render(self) -> list[str]:
-        return [
-            f"# HELP {self.name} {self.help}",
-            f"# TYPE {self.name} gauge",
-            f"{self.name} {self.read():g}",
-        ]
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: Iterable[float]) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = sorted(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        running = 0
-        for bound, n in zip(self.buckets, self.counts, strict=False):
-            running += n
-            out.append(f'{self.name}_bucket{{le="{bound:g}"}} {running}')
-        out.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{self.name}_sum {self.sum:g}")
-        out.append(f"{self.name}_count {self.count}")
-        return out
-
-
-def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    if not names:
-        return ""
-    inner = ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
-    return "{" + inner + "}"
+        if not self.labels:
+            self._counter.inc(by)
+            return
+        child = self._children.get(label_values)
+        if child is None:
+            child = self._children[label_values] = self._counter.labels(*label_values)
+        child.inc(by)
 
 
 class Metrics:
@@ -76,41 +53,39 @@ class Metrics:
         sessions: Callable[[], float],
         rooms: Callable[[], float],
     ) -> None:
-        self.messages = Counter(
-            "roomwire_messages_total", "Frames received from clients, by type.", ["type"]
+        self.registry = CollectorRegistry()
+        prom.ProcessCollector(registry=self.registry)
+        prom.PlatformCollector(registry=self.registry)
+        prom.GCCollector(registry=self.registry)
+        reg = self.registry
+        self.messages = LabelledCounter(
+            reg, "roomwire_messages", "Frames received from clients, by type.", ["type"]
         )
-        self.delivered = Counter(
-            "roomwire_delivered_total", "Frames delivered to clients, by path.", ["path"]
+        self.delivered = LabelledCounter(
+            reg, "roomwire_delivered", "Frames delivered to clients, by path.", ["path"]
         )
-        self.errors = Counter("roomwire_errors_total", "Error frames sent, by code.", ["code"])
-        self.closes = Counter(
-            "roomwire_closes_total", "Connections closed by the server, by code.", ["code"]
+        self.errors = LabelledCounter(
+            reg, "roomwire_errors", "Error frames sent, by code.", ["code"]
         )
-        self.kept = Counter(
-            "roomwire_grace_kept_total", "Frames kept for sessions in their grace period."
+        self.closes = LabelledCounter(
+            reg, "roomwire_closes", "Connections closed by the server, by code.", ["code"]
         )
-        self.relay_latency = Histogram(
+        self.kept = LabelledCounter(
+            reg, "roomwire_grace_kept", "Frames kept for sessions in their grace period."
+        )
+        self.relay_latency = prom.Histogram(
             "roomwire_relay_latency_seconds",
             "Time from a frame's arrival at a pod to its hand-off to the receiver's socket.",
-            [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+            buckets=RELAY_BUCKETS,
+            registry=reg,
         )
-        self.gauges = [
-            Gauge(
-                "roomwire_ws_connections",
-                "Open WebSocket connections of this process.",
-                connections,
-            ),
-            Gauge(
-                "roomwire_sessions", "Sessions held by this process (live and in grace).", sessions
-            ),
-            Gauge("roomwire_rooms", "Rooms with at least one session on this process.", rooms),
-        ]
+        for name, text, read in (
+            ("roomwire_ws_connections", "Open WebSocket connections of this process.", connections),
+            ("roomwire_sessions", "Sessions held by this process (live and in grace).", sessions),
+            ("roomwire_rooms", "Rooms with at least one session on this process.", rooms),
+        ):
+            prom.Gauge(name, text, registry=reg).set_function(read)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for g in self.gauges:
-            lines += g.render()
-        for c in (self.messages, self.delivered, self.errors, self.closes, self.kept):
-            lines += c.render()
-        lines += self.relay_latency.render()
-        return "\n".join(lines) + "\n"
+        """The Prometheus text format (0.0.4) of everything in this registry."""
+        return generate_latest(self.registry).decode()
