@@ -1,6 +1,10 @@
 """The balance loop: one tick a second observes pods (API cache + Redis heartbeats and
 sessions) and, in this order, sweeps dead pods, places rooms, publishes weights, scales,
-rebalances and refreshes room statuses. Each step decides through ``planning``."""
+rebalances and refreshes room statuses. Each step decides through ``planning``.
+
+Scaling counts sessions from the registry, each once, with the operator's own moves
+still in transit (``planning.scaling.session_demand``), never the sum of the pods'
+heartbeat connection counts, which counts a moving session on both pods."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +40,34 @@ from meetingroom_operator.planning.scaling import (
     deletion_costs,
     plan_replicas,
     plan_scale,
+    session_demand,
 )
 from meetingroom_operator.planning.status import same_status
 from meetingroom_operator.planning.weights import plan_weights
-from meetingroom_operator.store import Heartbeat
+from meetingroom_operator.store import Heartbeat, InflightMove
 
 log = logging.getLogger("meetingroom_operator.balance")
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """The operator's moves in flight (``INFLIGHT_MOVES`` in Redis) and where their
+    sessions are now."""
+
+    inflight: dict[str, InflightMove] = field(default_factory=dict)
+    where: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+
+    def pending(self) -> set[str]:
+        """Moves not yet observed complete (their session still on its source or in
+        grace between two pods)."""
+        return pending_moves({sid: m.source for sid, m in self.inflight.items()}, self.where)
+
+
+async def observe_moves(state: State) -> Moves:
+    inflight = await state.store.inflight()
+    if not inflight:
+        return Moves()
+    return Moves(inflight, await state.store.session_states(inflight))
 
 
 async def run(state: State) -> None:
@@ -81,10 +107,13 @@ async def tick(state: State, refresh_status: bool = True) -> None:
     on_home = Counter(s.room for s in sessions if state.homes.get(s.room) == s.pod)
     await place_rooms(state, live=dict(on_home))
     await publish_weights(state, alive, heartbeats)
+    moves = Moves()
+    if state.cfg.scaling_enabled or state.cfg.rebalance_enabled:
+        moves = await observe_moves(state)
     if state.cfg.scaling_enabled:
-        await scale(state, alive, heartbeats)
+        await scale(state, alive, heartbeats, sessions, moves)
     if state.cfg.rebalance_enabled:
-        await rebalance(state, sessions, heartbeats)
+        await rebalance(state, sessions, heartbeats, moves)
     if refresh_status:
         await refresh_statuses(state, sessions)
 
@@ -139,7 +168,13 @@ async def patch_pod(
 # ---- scaling -------------------------------------------------------------------------
 
 
-async def scale(state: State, alive: list[PodInfo], heartbeats: dict[str, Heartbeat]) -> None:
+async def scale(
+    state: State,
+    alive: list[PodInfo],
+    heartbeats: dict[str, Heartbeat],
+    sessions: list[Session],
+    moves: Moves,
+) -> None:
     cfg = state.cfg
     policy = ScalingPolicy(
         per_pod=cfg.per_pod,
@@ -152,8 +187,10 @@ async def scale(state: State, alive: list[PodInfo], heartbeats: dict[str, Heartb
     now = time.time()
     when = datetime.now(UTC)
     active_capacity = sum(e.spec.capacity for e in state.rooms.values() if is_active(e.spec, when))
-    live = sum(heartbeats[p.name].connections for p in alive if p.name in heartbeats)
-    decision = plan_replicas(active_capacity, live, policy, state.history, now)
+    # Each session once, moving or not (see planning.scaling): not the heartbeats' sum.
+    in_transit = [sid for sid in moves.pending() if moves.inflight[sid].deadline >= now]
+    demand = session_demand((s.sid for s in sessions), in_transit)
+    decision = plan_replicas(active_capacity, demand, policy, state.history, now)
     state.history = decision.history
     state.metrics.replicas.set(float(decision.replicas))
     try:
@@ -186,7 +223,15 @@ async def scale(state: State, alive: list[PodInfo], heartbeats: dict[str, Heartb
         if p.annotations.get(c.DELETION_COST_ANNOTATION) != str(cost):
             await patch_pod(state, p, {}, {c.DELETION_COST_ANNOTATION: str(cost)})
     if step.scale_to is not None:
-        log.info("scaling %s from %d to %d", cfg.deployment, spec_replicas, step.scale_to)
+        log.info(
+            "scaling %s from %d to %d: %d sessions (%d of them moving), room capacity %d",
+            cfg.deployment,
+            spec_replicas,
+            step.scale_to,
+            demand,
+            len(in_transit),
+            active_capacity,
+        )
         await state.kube.set_replicas(cfg.deployment, step.scale_to)
 
 
@@ -194,17 +239,15 @@ async def scale(state: State, alive: list[PodInfo], heartbeats: dict[str, Heartb
 
 
 async def rebalance(
-    state: State, sessions: list[Session], heartbeats: dict[str, Heartbeat]
+    state: State, sessions: list[Session], heartbeats: dict[str, Heartbeat], moves: Moves
 ) -> None:
     cfg = state.cfg
     now = time.time()
-    inflight = await state.store.inflight()
-    if inflight:
-        where = await state.store.session_states(inflight)
-        left = pending_moves({sid: m.source for sid, m in inflight.items()}, where)
-        done = [sid for sid, m in inflight.items() if sid not in left or m.deadline < now]
+    if moves.inflight:
+        left = moves.pending()
+        done = [sid for sid, m in moves.inflight.items() if sid not in left or m.deadline < now]
         await state.store.drop_inflight(done)
-        if len(done) < len(inflight):
+        if len(done) < len(moves.inflight):
             return  # a wave is still moving: re-plan only from its outcome
     pods = [p.name for p in state.serving_pods() if p.name in heartbeats]
     if len(pods) < 2:

@@ -5,12 +5,25 @@ Like Agones' FleetAutoscaler buffer policy, capacity is kept ahead of demand by 
 spare buffer (absolute pods or a percentage of demand, whichever is larger). Like the
 HPA, scale-down is stabilised: the replica count is the largest recommendation of the
 last ``window_s`` seconds, so a short dip never removes pods; scale-up is immediate.
+
+Demand is ``max(capacity of the active rooms, sessions to serve)``, and sessions to
+serve are counted from the registry's session records, each session once
+(``session_demand``): the live sessions (one record names one owner pod) plus the
+operator's own moves still in transit (a session between its old socket's close and its
+resume elsewhere is in grace, live nowhere, and still someone's device). It is not the
+sum of the pods' heartbeat ``connections``: each pod's heartbeat is a snapshot taken at
+its own moment (every 2 s), and a session that moves between two of them is counted by
+its old pod's last heartbeat and its new pod's first, and its old socket may still be
+open beside the new one; during a rebalance wave that double count is a large share of
+the moved sessions, enough to ask for an extra pod that then stays for the whole
+scale-down window and costs a second wave of moves. A socket that has not joined yet is
+no session and is not counted: it becomes one within a round trip, or goes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 DELETION_COST_DRAINED = -1_000_000
@@ -21,7 +34,8 @@ DELETION_COST_MAX = 1_000_000
 @dataclass(frozen=True, slots=True)
 class ScalingPolicy:
     per_pod: int
-    """Connections (devices) one signaling pod is sized for."""
+    """Sessions (devices: one direct client is one session on one WebSocket) one
+    signaling pod is sized for."""
     min_replicas: int = 1
     max_replicas: int = 20
     buffer_pods: int = 0
@@ -54,9 +68,17 @@ class ReplicaDecision:
     history: tuple[Recommendation, ...]
 
 
-def raw_replicas(active_capacity: int, live_connections: int, policy: ScalingPolicy) -> int:
-    """Pods needed for ``max(active capacity, live connections)`` plus the buffer."""
-    demand = max(active_capacity, live_connections, 0)
+def session_demand(live: Iterable[str], in_transit: Iterable[str] = ()) -> int:
+    """Sessions to serve, each counted once: the ids of the live sessions (from their
+    registry records, each under the one pod it names) united with the ids of the
+    operator's moves not yet observed complete (in grace between two pods, or live on
+    one: counted once either way)."""
+    return len(set(live).union(in_transit))
+
+
+def raw_replicas(active_capacity: int, sessions: int, policy: ScalingPolicy) -> int:
+    """Pods needed for ``max(active capacity, sessions)`` plus the buffer."""
+    demand = max(active_capacity, sessions, 0)
     spare = max(
         policy.buffer_pods * policy.per_pod, math.ceil(demand * policy.buffer_percent / 100)
     )
@@ -66,17 +88,18 @@ def raw_replicas(active_capacity: int, live_connections: int, policy: ScalingPol
 
 def plan_replicas(
     active_capacity: int,
-    live_connections: int,
+    sessions: int,
     policy: ScalingPolicy,
     history: Sequence[Recommendation],
     now: float,
 ) -> ReplicaDecision:
-    """The stabilised replica count: the largest recommendation within the window."""
-    raw = raw_replicas(active_capacity, live_connections, policy)
+    """The stabilised replica count: the largest recommendation within the window.
+    ``sessions`` is ``session_demand`` of what was observed."""
+    raw = raw_replicas(active_capacity, sessions, policy)
     kept = tuple(r for r in history if now - r.at < policy.window_s)
     new_history = (*kept, Recommendation(now, raw))
     replicas = max(r.replicas for r in new_history)
-    demand = max(active_capacity, live_connections, 0)
+    demand = max(active_capacity, sessions, 0)
     return ReplicaDecision(replicas, raw, demand, new_history)
 
 
