@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import pytest
 
 from meetingroom_operator.planning.rebalance import (
+    ScaleOutWatch,
     Session,
     pending_moves,
     plan_moves,
+    watch_scale_out,
 )
 from meetingroom_operator.planning.scaling import (
     Recommendation,
@@ -198,3 +200,26 @@ def test_in_transit_is_what_pending_moves_says() -> None:
     }
     inflight = {"a": "p0", "c": "p0", "gone": "p1"}
     assert session_demand(live, pending_moves(inflight, where)) == 3  # a, b, c
+
+
+@pytest.mark.parametrize(
+    ("wanted", "serving", "since", "now", "hold", "since_after"),
+    [
+        (6, 6, None, 10.0, False, None),  # all serve
+        (6, 4, None, 10.0, True, 10.0),  # scale-out half up: wait
+        (6, 5, 10.0, 40.0, True, 10.0),
+        (6, 5, 10.0, 70.0, False, 10.0),  # a pod never came up: wait no longer
+        (6, 6, 10.0, 71.0, False, None),  # all up: the watch resets
+        (3, 4, None, 5.0, False, None),  # more serve than wanted (scale-down drains)
+    ],
+)
+def test_rebalance_waits_for_a_scale_out_bounded(
+    wanted: int,
+    serving: int,
+    since: float | None,
+    now: float,
+    hold: bool,
+    since_after: float | None,
+) -> None:
+    watch, held = watch_scale_out(ScaleOutWatch(since), wanted, serving, now, 60.0)
+    assert (held, watch.since) == (hold, since_after)

@@ -4,7 +4,8 @@ rebalances and refreshes room statuses. Each step decides through ``planning``.
 
 Scaling counts sessions from the registry, each once, with the operator's own moves
 still in transit (``planning.scaling.session_demand``), never the sum of the pods'
-heartbeat connection counts, which counts a moving session on both pods."""
+heartbeat connection counts, which counts a moving session on both pods. Rebalancing
+waits (bounded) for a scale-out's pods to serve before it plans a wave."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from meetingroom_operator.planning.rebalance import (
     plan_moves,
     schedule,
     skew,
+    watch_scale_out,
     watch_skew,
 )
 from meetingroom_operator.planning.rooms import is_active
@@ -47,6 +49,9 @@ from meetingroom_operator.planning.weights import plan_weights
 from meetingroom_operator.store import Heartbeat, InflightMove
 
 log = logging.getLogger("meetingroom_operator.balance")
+
+SCALE_OUT_WAIT_S = 60.0
+"""The longest a rebalance waits for the pods of a scale-out to serve."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,7 @@ async def scale(
         spec_replicas = await state.kube.get_replicas(cfg.deployment)
     except KubeNotFound:
         return
+    state.spec_replicas = spec_replicas
     loads = [
         PodLoad(
             p.name,
@@ -233,9 +239,21 @@ async def scale(
             active_capacity,
         )
         await state.kube.set_replicas(cfg.deployment, step.scale_to)
+        state.spec_replicas = step.scale_to
 
 
 # ---- rebalance -----------------------------------------------------------------------
+
+
+def wanted_serving(state: State) -> int:
+    """How many pods should serve: every live pod not draining, and at least what the
+    Deployment asks for beyond the draining ones (pods not created yet count too)."""
+    live = [p for p in state.pods.values() if p.alive]
+    draining = sum(1 for p in live if p.draining_since is not None)
+    wanted = len(live) - draining
+    if state.spec_replicas is not None:
+        wanted = max(wanted, state.spec_replicas - draining)
+    return wanted
 
 
 async def rebalance(
@@ -250,6 +268,15 @@ async def rebalance(
         if len(done) < len(moves.inflight):
             return  # a wave is still moving: re-plan only from its outcome
     pods = [p.name for p in state.serving_pods() if p.name in heartbeats]
+    wanted = wanted_serving(state)
+    waiting = state.scale_out_watch.since is not None
+    state.scale_out_watch, hold = watch_scale_out(
+        state.scale_out_watch, wanted, len(pods), now, SCALE_OUT_WAIT_S
+    )
+    if hold:
+        if not waiting:
+            log.info("rebalance waits for pods starting: %d of %d serve", len(pods), wanted)
+        return
     if len(pods) < 2:
         state.skew_watch = SkewWatch()
         return

@@ -11,7 +11,7 @@ from typing import Any
 from meetingroom_operator.config import Config
 from meetingroom_operator.kube import Kube, PodInfo
 from meetingroom_operator.metrics import Metrics
-from meetingroom_operator.planning.rebalance import SkewWatch
+from meetingroom_operator.planning.rebalance import ScaleOutWatch, SkewWatch
 from meetingroom_operator.planning.rooms import RoomSpec
 from meetingroom_operator.planning.scaling import Recommendation
 from meetingroom_operator.store import Store
@@ -60,6 +60,9 @@ class State:
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     history: tuple[Recommendation, ...] = ()
     skew_watch: SkewWatch = field(default_factory=SkewWatch)
+    scale_out_watch: ScaleOutWatch = field(default_factory=ScaleOutWatch)
+    spec_replicas: int | None = None
+    """The signaling Deployment's replicas as last read or written (None: not read)."""
     rng: random.Random = field(default_factory=random.Random)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     pods_synced: asyncio.Event = field(default_factory=asyncio.Event)

@@ -16,6 +16,11 @@ Moves only ever take a session from a pod above its target to a pod below it:
 Sessions marked ``busy`` (in the middle of an offer/answer exchange) and sessions with
 a move already in flight are never picked, and a room group with a busy session does
 not move as a whole. Planning is always from what was observed.
+
+A wave is planned only once the pods the Deployment asked for are serving
+(``watch_scale_out``, bounded): planned while a scale-out is half up, a wave fills the
+pods that are ready, and the next one takes sessions off them again for the pods that
+came up later, so the moves add up to more than the minimum for the final pod count.
 """
 
 from __future__ import annotations
@@ -249,3 +254,22 @@ def pending_moves(
         if not (state == "live" and pod and pod != source):
             pending.add(sid)
     return pending
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleOutWatch:
+    """Since when fewer pods serve than are wanted (None: all that are wanted serve)."""
+
+    since: float | None = None
+
+
+def watch_scale_out(
+    watch: ScaleOutWatch, wanted: int, serving: int, now: float, max_wait_s: float
+) -> tuple[ScaleOutWatch, bool]:
+    """Update the watch; True while rebalancing should wait for pods still starting:
+    fewer than ``wanted`` pods serve, for less than ``max_wait_s`` (a pod that never
+    comes up holds no rebalance for longer)."""
+    if serving >= wanted:
+        return ScaleOutWatch(None), False
+    since = watch.since if watch.since is not None else now
+    return ScaleOutWatch(since), now - since < max_wait_s
