@@ -13,8 +13,11 @@ watches, so an answer is never older than the proxy's own view:
 - a name in the zone that does not exist: NXDOMAIN with the zone's SOA (negative TTL 5 s),
   so resolvers walk their ``search`` list correctly; a name that exists without records
   of the asked type (AAAA, or ``<ns>.svc.cluster.local``): NOERROR with no answer;
-- names outside the zone: forwarded to ``upstreams`` when some are given, else REFUSED, as
-  CoreDNS answers for a zone it does not serve. (Pods here may reach only loopback.)
+- names outside the zone: forwarded to ``upstreams`` when some are given; else NXDOMAIN:
+  pods here may reach only loopback, so for them nothing outside the cluster exists, and a
+  C resolver then fails at once with "Name or service not known" as for an unknown name in
+  a real cluster (REFUSED, which CoreDNS answers for a zone it does not serve, makes
+  ``getaddrinfo`` report a temporary failure that clients retry).
 
 Only addresses in ``127.0.0.0/8`` are ever answered for the zone: an endpoint address that
 does not map to loopback is left out, so no pod is ever steered off this machine.
@@ -317,7 +320,7 @@ class ClusterDns:
             return response.to_wire(max_size=limit)
 
     def respond(self, query: dns.message.Message) -> dns.message.Message:
-        """The answer to a query for the cluster zone (REFUSED outside it)."""
+        """The answer to a query for the cluster zone (NXDOMAIN outside it)."""
         response = dns.message.make_response(query)
         response.flags &= ~dns.flags.RA
         if query.opcode() != dns.opcode.QUERY:
@@ -327,8 +330,11 @@ class ClusterDns:
             response.set_rcode(dns.rcode.FORMERR)
             return response
         q = query.question[0]
-        if q.rdclass != dns.rdataclass.IN or not q.name.is_subdomain(self.zone):
+        if q.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
+            return response
+        if not q.name.is_subdomain(self.zone):
+            response.set_rcode(dns.rcode.NXDOMAIN)  # no upstream: nothing else exists
             return response
         response.flags |= dns.flags.AA
         labels = tuple(
