@@ -142,7 +142,7 @@ SECRET = "s3cret"
 
 
 def auth_join(token: str | None, **over: str) -> list[object]:
-    c = Connection(token_secret=SECRET)
+    c = Connection(auth=tokens.JoinPolicy(SECRET))
     frame = {"type": "join", "room": "r", "peer": "p", "role": "screen", **over}
     if token is not None:
         frame["token"] = token
@@ -157,9 +157,11 @@ def test_tokens() -> None:
     for bad in [
         None,
         "x.y.z",
-        tokens.encode({"room": "r", "peer": "p", "role": "screen"}, "no"),
+        tokens.encode({"room": "r", "peer": "p", "role": "screen", "exp": time.time() + 60}, "no"),
         tokens.encode({"room": "r", "peer": "p", "role": "screen", "exp": 1}, SECRET),
-        tokens.encode({"room": "r", "peer": "q", "role": "screen"}, SECRET),
+        tokens.encode(
+            {"room": "r", "peer": "q", "role": "screen", "exp": time.time() + 60}, SECRET
+        ),
     ]:
         out = auth_join(bad)
         assert error_code(out) == "unauthorized"

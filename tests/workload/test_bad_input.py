@@ -222,7 +222,7 @@ async def test_bad_tokens_are_refused_with_1008(
 ) -> None:
     pod = start_pod(args=["--token-secret", SECRET])
     token = {
-        "EXPIRED": _token(exp=time.time() - 1),
+        "EXPIRED": _token(exp=time.time() - 60),  # beyond the leeway (5 s)
         "OTHER_ROOM": _token(room="elsewhere"),
         "OTHER_ROLE": _token(role="controller"),
     }.get(token or "", token)

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 
 from .protocol import Limits
+from .tokens import JoinPolicy
 
 
 class ConfigError(ValueError):
@@ -21,12 +22,29 @@ class Settings:
     redis_url: str | None = None
     pod_id: str = field(default_factory=socket.gethostname)
     token_secret: str | None = None
+    token_leeway_s: float = 5.0
+    token_max_lifetime_s: float = 3600.0
+    token_audience: str | None = None
+    token_issuer: str | None = None
     control_secret: str = ""
     advertise_url: str = ""
     heartbeat_s: float = 2.0
     ws_heartbeat_s: float = 20.0
     event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def join_policy(self) -> JoinPolicy | None:
+        """What a join token must satisfy; None: open development mode (no auth)."""
+        if not self.token_secret:
+            return None
+        return JoinPolicy(
+            self.token_secret,
+            leeway_s=self.token_leeway_s,
+            max_lifetime_s=self.token_max_lifetime_s,
+            audience=self.token_audience,
+            issuer=self.token_issuer,
+        )
 
 
 # (flag, env suffix, type, default, help)
@@ -47,6 +65,35 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
         str,
         None,
         "HS256 secret for join tokens; absent: open development mode (no auth)",
+    ),
+    (
+        "token-leeway",
+        "TOKEN_LEEWAY_S",
+        float,
+        5.0,
+        "seconds of clock skew allowed on a join token's exp, nbf and iat",
+    ),
+    (
+        "token-max-lifetime",
+        "TOKEN_MAX_LIFETIME_S",
+        float,
+        3600.0,
+        "longest-lived join token accepted, in seconds: exp - iat or exp - now beyond it is "
+        "refused",
+    ),
+    (
+        "token-audience",
+        "TOKEN_AUDIENCE",
+        str,
+        None,
+        "aud every join token must name; absent: a join token with any aud is refused",
+    ),
+    (
+        "token-issuer",
+        "TOKEN_ISSUER",
+        str,
+        None,
+        "iss every join token must carry; absent: iss is not checked",
     ),
     (
         "control-secret",
@@ -133,9 +180,11 @@ def resolve(
     ):
         if int(values[name]) <= 0:  # type: ignore[call-overload]
             raise ConfigError(f"{name} must be positive")
-    for name in ("rate", "grace", "drain", "heartbeat", "ws_heartbeat"):
+    for name in ("rate", "grace", "drain", "heartbeat", "ws_heartbeat", "token_max_lifetime"):
         if float(values[name]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{name} must be positive")
+    if float(values["token_leeway"]) < 0:  # type: ignore[arg-type]
+        raise ConfigError("token_leeway must not be negative")
     if values["event_loop"] not in ("uvloop", "asyncio"):
         raise ConfigError(f"event loop must be uvloop or asyncio, not {values['event_loop']!r}")
     host, port = str(values["host"]), int(values["port"])  # type: ignore[call-overload]
@@ -159,6 +208,10 @@ def resolve(
         redis_url=values["redis_url"] or None,  # type: ignore[arg-type]
         pod_id=pod_id,
         token_secret=values["token_secret"] or None,  # type: ignore[arg-type]
+        token_leeway_s=float(values["token_leeway"]),  # type: ignore[arg-type]
+        token_max_lifetime_s=float(values["token_max_lifetime"]),  # type: ignore[arg-type]
+        token_audience=values["token_audience"] or None,  # type: ignore[arg-type]
+        token_issuer=values["token_issuer"] or None,  # type: ignore[arg-type]
         control_secret=str(values["control_secret"] or ""),
         advertise_url=str(advertise),
         heartbeat_s=float(values["heartbeat"]),  # type: ignore[arg-type]

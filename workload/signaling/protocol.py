@@ -218,11 +218,11 @@ class JoinedAs:
 class Connection:
     """One client connection's protocol state: frames in, intents out.
 
-    ``token_secret`` set means every join needs a matching HS256 JWT.
+    ``auth`` set means every join needs a matching HS256 JWT that satisfies it.
     """
 
     limits: Limits = field(default_factory=Limits)
-    token_secret: str | None = None
+    auth: tokens.JoinPolicy | None = None
     joined: JoinedAs | None = None
     joining: bool = False
     closed: bool = False
@@ -345,12 +345,12 @@ class Connection:
         resume = _opt_str(frame, "resume")
         last_seq = _opt_count(frame, "last_seq")
         last_rn = _opt_count(frame, "last_rn")
-        if self.token_secret:
+        if self.auth is not None:
             token = frame.get("token")
             if not isinstance(token, str):
                 raise _Bad(ErrorCode.UNAUTHORIZED, "a token is required")
             try:
-                claims = tokens.decode(token, self.token_secret, now=None)
+                claims = tokens.decode_join(token, self.auth)
             except tokens.TokenError as e:
                 raise _Bad(ErrorCode.UNAUTHORIZED, f"token refused: {e}") from None
             if (claims.get("room"), claims.get("peer"), claims.get("role")) != (

@@ -531,7 +531,7 @@ class Hub:
         await ws.prepare(request)
         self.sockets.add(ws)
         att = Attachment(ws, cast(asyncio.WriteTransport | None, request.transport))
-        conn = Connection(self.limits, self.settings.token_secret or None)
+        conn = Connection(self.limits, self.settings.join_policy)
         session: LocalSession | None = None
         left = False
         try:

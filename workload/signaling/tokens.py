@@ -1,61 +1,82 @@
-"""HS256 JSON Web Tokens for ``join`` and signed resume tokens. Pure, no I/O.
+"""HS256 JSON Web Tokens for ``join`` and signed resume tokens, on PyJWT. Pure, no I/O.
 
-Only what the wire contract needs: compact JWS with ``alg: HS256``. A small own
-implementation keeps the protocol core free of dependencies and its errors ours.
+``alg`` is pinned to HS256: a token with any other ``alg`` (``none`` included) is refused
+before its signature is looked at. Join tokens are checked against a ``JoinPolicy``:
+``exp`` required, ``nbf`` and ``iat`` honoured, all three with a small leeway for clock
+skew; a lifetime no longer than the policy's maximum; ``aud`` and ``iss`` when the
+policy names them. Every refusal is a ``TokenError`` whose text says why.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
 
 
 class TokenError(ValueError):
     """A token that is malformed, badly signed, expired or not for this use."""
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+@dataclass(frozen=True)
+class JoinPolicy:
+    """What a join token must satisfy besides its signature."""
 
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    secret: str
+    leeway_s: float = 5.0
+    max_lifetime_s: float = 3600.0
+    audience: str | None = None
+    issuer: str | None = None
 
 
 def encode(claims: dict[str, Any], secret: str) -> str:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
-    signing_input = f"{header}.{body}".encode()
-    sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-    return f"{header}.{body}.{_b64(sig)}"
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
-    """Verified claims; raises TokenError. ``exp``, when present, must be in the future."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError("not a compact JWT")
+def decode(token: str, secret: str) -> dict[str, Any]:
+    """Verified claims of a token signed with ``secret``; raises TokenError.
+
+    ``exp`` and ``nbf``, when present, are checked without leeway; an ``aud`` is refused.
+    """
     try:
-        header = json.loads(_unb64(parts[0]))
-        claims = json.loads(_unb64(parts[1]))
-        sig = _unb64(parts[2])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise TokenError("not a compact JWT") from e
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise TokenError("only HS256 tokens are accepted")
-    want = hmac.new(secret.encode(), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(want, sig):
-        raise TokenError("bad signature")
-    if not isinstance(claims, dict):
-        raise TokenError("claims are not an object")
-    exp = claims.get("exp")
-    if exp is not None:
-        if not isinstance(exp, (int, float)):
-            raise TokenError("exp is not a number")
-        if (time.time() if now is None else now) >= exp:
-            raise TokenError("token expired")
+        return jwt.decode(token, secret, algorithms=[ALGORITHM])
+    except jwt.PyJWTError as e:
+        raise TokenError(_reason(e)) from None
+
+
+def decode_join(token: str, policy: JoinPolicy, now: float | None = None) -> dict[str, Any]:
+    """Verified claims of a join token under ``policy``; raises TokenError.
+
+    ``now`` (seconds since the epoch) only bounds the lifetime check; PyJWT reads the
+    clock itself for ``exp``, ``nbf`` and ``iat``.
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            policy.secret,
+            algorithms=[ALGORITHM],
+            audience=policy.audience,
+            issuer=policy.issuer,
+            leeway=policy.leeway_s,
+            options={"require": ["exp"]},
+        )
+    except jwt.PyJWTError as e:
+        raise TokenError(_reason(e)) from None
+    exp = float(claims["exp"])  # PyJWT has checked it is an integer-valued number
+    now = time.time() if now is None else now
+    if exp - now > policy.max_lifetime_s + policy.leeway_s:
+        raise TokenError(f"token lives longer than {policy.max_lifetime_s:g} s")
+    iat = claims.get("iat")
+    if iat is not None and exp - float(iat) > policy.max_lifetime_s:
+        raise TokenError(f"token lives longer than {policy.max_lifetime_s:g} s (exp - iat)")
     return claims
+
+
+def _reason(e: Exception) -> str:
+    """PyJWT's reason, cut short: parts of it may come from the token itself."""
+    text = str(e)
+    return text if len(text) <= 120 else text[:117] + "..."
