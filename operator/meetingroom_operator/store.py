@@ -20,27 +20,7 @@ from meetingroom_operator import constants as c
 from meetingroom_operator.errors import StoreError
 from meetingroom_operator.planning.rebalance import Session
 from signaling import control, keys
-
-# Dead-pod cleanup, atomic: every session still owned by the pod goes to grace with no
-# pod (so it can resume anywhere, and nothing routes to the dead pod), then the pod's
-# heartbeat, zset entry and session set go. Returns the number of sessions turned.
-_CLEANUP = """
-local pod, grace, n = ARGV[1], tonumber(ARGV[2]), 0
-local sids = redis.call('SMEMBERS', KEYS[3])
-for _, sid in ipairs(sids) do
-  local skey = 'rw:session:' .. sid
-  if redis.call('HGET', skey, 'pod') == pod then
-    redis.call('HSET', skey, 'state', 'grace', 'pod', '')
-    redis.call('EXPIRE', skey, grace)
-    local box = skey .. ':box'
-    if redis.call('EXISTS', box) == 1 then redis.call('EXPIRE', box, grace) end
-    n = n + 1
-  end
-end
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('ZREM', KEYS[2], pod)
-return n
-"""
+from signaling.lua import script
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +48,9 @@ class Store:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
         )
-        self._cleanup = self.redis.register_script(_CLEANUP)
+        # The pods' own script: whoever turns a dead pod's sessions to grace first, pod or
+        # operator, the other finds nothing left to do.
+        self._cleanup = self.redis.register_script(script("reap_pod"))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -192,10 +174,12 @@ class Store:
     # ---- dead pods -------------------------------------------------------------------
 
     async def clean_dead_pod(self, pod: str, grace_ttl_s: int) -> int:
+        """Turn a pod's sessions to grace (the operator knows it is dead: it left the
+        API); the number turned, 0 when a pod got there first."""
         try:
             n = await self._cleanup(
                 keys=[keys.pod(pod), keys.PODS, keys.pod_sessions(pod)],
-                args=[pod, grace_ttl_s],
+                args=[pod, grace_ttl_s, repr(time.time()), "1"],
             )
         except RedisError as e:
             raise StoreError(f"cleaning up {pod}: {e}") from e

@@ -15,10 +15,15 @@ Keys (``{x}`` is a value):
   (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach), ``busy``
   (unix time until which the session is in an offer/answer exchange; 0 when not; written
   with the pod's heartbeat, so the operator does not move it mid-negotiation). A live
-  session expires ``POD_TTL_S`` after its pod's last heartbeat; a session in grace
-  expires when its grace period ends.
+  session expires ``POD_TTL_S`` plus the grace period after its pod's last heartbeat,
+  so that it is still there when a pod dies: whoever notices first (any pod, once the
+  dead pod's ``rw:pod:{pod}`` hash expired, or the operator) turns it to grace with no
+  pod, its grace period counted from that last heartbeat (the script
+  ``signaling/lua/reap_pod.lua``). A session in grace expires when its grace period ends.
 - ``rw:session:{sid}:box`` stream: frames kept for a session that is not attached to a
-  listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume.
+  listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume;
+  held as long as a live session can last, and freed by the sweep that announces the
+  session's end.
 - ``rw:session:{sid}:recent`` list of ``"{seq}:{frame}"``: the last frames sent on a
   connection that dropped, re-sent on resume past the client's ``last_seq``.
 - ``rw:session:{sid}:routed`` list of ``"{n}:{frame}"``, newest first: the last 64 to 96

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from . import keys
+from .lua import script
 from .protocol import Role
 from .registry import (
     InboxHandler,
@@ -58,7 +59,11 @@ _Call = tuple[Any, list[str], list[Any], "asyncio.Future[Any]"]
 # (room, peer, frame, the caller's callback)
 _RelayCall = tuple[str, str, str, RelayDone]
 
-# Shared helpers, prepended to the scripts that route frames.
+# Shared helpers, prepended to the scripts that route frames. Their `grace` is how long
+# kept and routed frames are held: the live-session TTL (a pod's heartbeat TTL plus the
+# grace period), so that frames for a session whose pod died are still there when the
+# session, turned to grace by whoever noticed, resumes; the sweep frees them when the
+# session ends.
 _ROUTE_LIB = """
 -- n orders a session's frames across pods: assigned once, when a frame is first routed
 local function next_n(sid, n)
@@ -111,8 +116,8 @@ local old_sid, old_pod, count = '', '', 0
 for i = 1, #all, 2 do
   local p, s = all[i], all[i + 1]
   local info = redis.call('HMGET', 'rw:session:' .. s, 'role', 'pod')
+  -- a member whose session expired is left to the sweep, which announces it once
   if not info[1] then
-    redis.call('HDEL', members, p)
   elseif p == peer then
     old_sid, old_pod = s, info[2] or ''
   else
@@ -210,8 +215,6 @@ for i = 5, #ARGV, 3 do
       if s[1] then
         f = s
         f[3] = sid
-      else
-        redis.call('HDEL', members, peer)
       end
     end
     found[who] = f
@@ -289,7 +292,7 @@ for i = 1, #all, 2 do
   if sid ~= exclude then
     local info = redis.call('HMGET', 'rw:session:' .. sid, 'pod', 'state', 'role')
     if not info[1] then
-      redis.call('HDEL', members, all[i])
+      -- expired: left to the sweep, which announces it once
     elseif (not screens_only or info[3] == 'screen') and info[1] ~= me then
       if info[2] == 'live' and info[1] ~= '' then
         bypod[info[1]] = bypod[info[1]] or {{}, {}}
@@ -327,9 +330,12 @@ _SWEEP = """
 local all = redis.call('HGETALL', KEYS[1])
 local gone = {}
 for i = 1, #all, 2 do
-  if redis.call('EXISTS', 'rw:session:' .. all[i + 1]) == 0 then
+  local skey = 'rw:session:' .. all[i + 1]
+  if redis.call('EXISTS', skey) == 0 then
     -- HDEL decides which sweeping pod announces it: only one removes it
     if redis.call('HDEL', KEYS[1], all[i]) == 1 then
+      -- its grace period is over: what was kept for it is freed now, not at its TTL
+      redis.call('DEL', skey .. ':box', skey .. ':recent', skey .. ':routed')
       table.insert(gone, all[i])
       table.insert(gone, redis.call('HGET', KEYS[2], all[i]) or 'participant')
       redis.call('HDEL', KEYS[2], all[i])
@@ -338,6 +344,35 @@ for i = 1, #all, 2 do
 end
 return gone
 """
+
+# Re-register this pod's sessions after the registry lost them (Redis restart) or turned
+# them to grace while this pod was thought dead (its heartbeat stalled past the TTL).
+# ARGV: me, live TTL, grace TTL, then per session: sid, room, peer, role, live ("1"/"0"),
+# seq, rn. Returns the ids of sessions that live on another pod now (they resumed there):
+# those are not restored.
+_RESTORE = """
+local me, live_ttl, grace_ttl = ARGV[1], ARGV[2], ARGV[3]
+local moved = {}
+for i = 4, #ARGV, 7 do
+  local sid, room, peer, live = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4] == '1'
+  local skey = 'rw:session:' .. sid
+  local owner = redis.call('HGET', skey, 'pod')
+  if owner and owner ~= '' and owner ~= me then
+    table.insert(moved, sid)
+  else
+    redis.call('HSET', skey, 'pod', me, 'room', room, 'peer', peer, 'role', ARGV[i + 3],
+      'state', live and 'live' or 'grace', 'seq', ARGV[i + 5])
+    -- numbering goes on from what the registry still has, else from the last delivered
+    redis.call('HSETNX', skey, 'n', ARGV[i + 6])
+    redis.call('EXPIRE', skey, live and live_ttl or grace_ttl)
+    redis.call('SADD', 'rw:pod:' .. me .. ':sessions', sid)
+    redis.call('HSETNX', 'rw:room:' .. room .. ':members', peer, sid)
+  end
+end
+return moved
+"""
+
+RESTORE_CHUNK = 200  # sessions per restore call
 
 _TAKE = """
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -353,8 +388,6 @@ for i = 1, #all, 2 do
   if role then
     table.insert(out, all[i])
     table.insert(out, role)
-  else
-    redis.call('HDEL', KEYS[1], all[i])
   end
 end
 return out
@@ -422,6 +455,9 @@ class RedisRegistry(Registry):
         self.url = url
         self.keep_max = keep_max
         self.grace_s = max(1, round(grace_s))
+        # A live session outlives its pod's heartbeat TTL by a grace period: when the pod
+        # dies, the session is still there for whoever notices to turn it to grace.
+        self.live_ttl = keys.POD_TTL_S + self.grace_s
         self._resume_secret = resume_secret
         # One retry on a fresh connection: after a Redis restart every pooled
         # connection is dead, and the commands sent this way are idempotent.
@@ -444,11 +480,13 @@ class RedisRegistry(Registry):
         self._sweep = self.redis.register_script(_SWEEP)
         self._take = self.redis.register_script(_TAKE)
         self._refresh = self.redis.register_script(_REFRESH)
+        self._restore_script = self.redis.register_script(_RESTORE)
+        self._reap = self.redis.register_script(script("reap_pod"))
         # Loaded on every (re)connect of the pipelined connection.
         self._scripts = [
             self._join, self._resume, self._detach, self._remove, self._relay_batch,
             self._keep, self._fan_out, self._members, self._sweep, self._take,
-            self._refresh,
+            self._refresh, self._restore_script, self._reap,
         ]  # fmt: skip
         # Not written yet, in call order: script calls, and runs of relays that go out
         # as one script.
@@ -473,19 +511,9 @@ class RedisRegistry(Registry):
 
     async def start(self, on_inbox: InboxHandler) -> None:
         self._on_inbox = on_inbox
+        # Nothing waits for Redis here: the inbox subscribes in the background, and the
+        # hub's heartbeat loop reports the registry reachable once it is.
         self._listener = asyncio.get_running_loop().create_task(self._listen())
-        # Start-up waits for Redis: a pod that cannot reach it is not ready anyway.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await self.redis.ping()
-                break
-            except RedisError as e:
-                if time.monotonic() > deadline:
-                    raise RegistryError(f"redis unreachable: {e}") from e
-                await asyncio.sleep(0.5)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
         if self._pipe is not None:
@@ -504,6 +532,7 @@ class RedisRegistry(Registry):
         sessions go to their bounded boxes, so every millisecond of the gap counts.
         Attempts that fail back off to half a second.
         """
+        warned = False
         while True:
             try:
                 await self._read_inbox()
@@ -512,7 +541,9 @@ class RedisRegistry(Registry):
             except (RedisError, OSError, ValueError, hiredis.ProtocolError) as e:
                 was_subscribed = self._subscribed.is_set()
                 self._subscribed.clear()
-                log.warning("inbox subscription lost (%s); resubscribing", e)
+                if was_subscribed or not warned:  # once per outage, not per attempt
+                    log.warning("inbox subscription lost (%s); resubscribing", e)
+                warned = not was_subscribed
                 if not was_subscribed:
                     await asyncio.sleep(0.5)
 
@@ -708,7 +739,7 @@ class RedisRegistry(Registry):
 
     def _command(self, entry: _Call | list[_RelayCall]) -> tuple[Any, ...]:
         if isinstance(entry, list):
-            args: list[Any] = [self.pod_id, repr(time.time()), self.keep_max, self.grace_s]
+            args: list[Any] = [self.pod_id, repr(time.time()), self.keep_max, self.live_ttl]
             for room, peer, text, _ in entry:
                 args += (room, peer, text)
             return ("EVALSHA", self._relay_batch.sha, 0, *args)
@@ -775,7 +806,7 @@ class RedisRegistry(Registry):
                 room,
                 self.pod_id,
                 max_peers,
-                keys.POD_TTL_S,
+                self.live_ttl,
                 secrets.token_hex(4),
                 ROOM_TTL_S,
             ],
@@ -804,7 +835,7 @@ class RedisRegistry(Registry):
                 keys.session_recent(sid),
                 keys.session_routed(sid),
             ],
-            [sid, self.pod_id, keys.POD_TTL_S, peer, -1 if last_rn is None else last_rn],
+            [sid, self.pod_id, self.live_ttl, peer, -1 if last_rn is None else last_rn],
         )
         if not r:
             return None
@@ -874,7 +905,7 @@ class RedisRegistry(Registry):
                 text,
                 self.pod_id,
                 self.keep_max,
-                self.grace_s,
+                self.live_ttl,
                 repr(time.time()),
                 "" if n is None else n,
             ],
@@ -895,7 +926,7 @@ class RedisRegistry(Registry):
                 self.pod_id,
                 repr(time.time()),
                 self.keep_max,
-                self.grace_s,
+                self.live_ttl,
                 secrets.token_hex(4),
                 ROOM_STREAM_MAXLEN,
                 ROOM_TTL_S,
@@ -928,17 +959,26 @@ class RedisRegistry(Registry):
 
     # ---- pod ------------------------------------------------------------------------
 
-    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> list[str]:
+        with contextlib.suppress(TimeoutError):  # at start-up, the first subscription
+            await asyncio.wait_for(self._subscribed.wait(), 1.0)
         if not self._subscribed.is_set():
             raise RegistryError("inbox not subscribed")
         now = time.time()
         pod = keys.pod(self.pod_id)
         [existed] = await self._commands([("EXISTS", pod)])
-        commands: list[tuple[Any, ...]] = []
+        moved: list[str] = []
         if self._registered and not existed:
-            log.warning("registry lost this pod's records (Redis restart?); restoring")
-            commands += self._restore(sessions)
-        commands += [
+            log.warning(
+                "registry lost this pod's records (Redis restart, or this pod was "
+                "thought dead); restoring %d sessions",
+                len(sessions),
+            )
+            moved = await self._restore(sessions)
+            # Frames kept for these sessions meanwhile are recovered, in order, before
+            # any inbox message that comes after this one.
+            self._inbox_dispatch({"k": "resubscribed"})
+        commands: list[tuple[Any, ...]] = [
             ("HSET", pod, "url", stats.url, "connections", stats.connections,
              "sessions", stats.sessions, "rooms", stats.rooms,
              "draining", int(stats.draining), "cpu", stats.cpu, "ts", now),
@@ -957,8 +997,33 @@ class RedisRegistry(Registry):
             commands.append(("SET", "rw:resume-secret", self._resume_secret, "NX"))
         await self._commands(commands)
         for i in range(0, len(live), REFRESH_CHUNK):
-            await self._call(self._refresh, [], [keys.POD_TTL_S, *live[i : i + REFRESH_CHUNK]])
+            await self._call(self._refresh, [], [self.live_ttl, *live[i : i + REFRESH_CHUNK]])
         self._registered = True
+        return moved
+
+    async def reap_dead_pods(self) -> dict[str, int]:
+        now = time.time()
+        try:
+            [stale] = await self._commands(
+                [("ZRANGEBYSCORE", keys.PODS, "-inf", now - keys.POD_TTL_S)]
+            )
+        except RegistryError:
+            return {}
+        out: dict[str, int] = {}
+        for raw in stale:
+            pod = _s(raw)
+            if pod == self.pod_id:
+                continue  # this pod is alive: its next heartbeat restores what it has
+            n = int(
+                await self._call(
+                    self._reap,
+                    [keys.pod(pod), keys.PODS, keys.pod_sessions(pod)],
+                    [pod, self.grace_s, repr(now), "0"],
+                )
+            )
+            if n >= 0:
+                out[pod] = n
+        return out
 
     async def _commands(self, commands: list[tuple[Any, ...]], chunk: int = 500) -> list[Any]:
         """Plain commands on the pipelined connection, in order, ``chunk`` per loop turn."""
@@ -974,19 +1039,14 @@ class RedisRegistry(Registry):
             out += replies
         return out
 
-    def _restore(self, sessions: list[SessionRecord]) -> list[tuple[Any, ...]]:
-        commands: list[tuple[Any, ...]] = []
-        for rec in sessions:
-            key = keys.session(rec.sid)
-            commands += [
-                ("HSET", key, "pod", self.pod_id, "room", rec.room, "peer", rec.peer,
-                 "role", rec.role, "state", "live" if rec.live else "grace",
-                 "seq", rec.seq, "n", rec.rn),
-                ("EXPIRE", key, keys.POD_TTL_S if rec.live else self.grace_s),
-                ("SADD", keys.pod_sessions(self.pod_id), rec.sid),
-                ("HSETNX", keys.room_members(rec.room), rec.peer, rec.sid),
-            ]  # fmt: skip
-        return commands
+    async def _restore(self, sessions: list[SessionRecord]) -> list[str]:
+        moved: list[str] = []
+        for i in range(0, len(sessions), RESTORE_CHUNK):
+            args: list[Any] = [self.pod_id, self.live_ttl, self.grace_s]
+            for rec in sessions[i : i + RESTORE_CHUNK]:
+                args += (rec.sid, rec.room, rec.peer, rec.role, int(rec.live), rec.seq, rec.rn)
+            moved += [_s(x) for x in await self._call(self._restore_script, [], args)]
+        return moved
 
     async def deregister(self) -> None:
         try:

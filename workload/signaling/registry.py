@@ -203,8 +203,18 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
-        """Publish load; refresh this pod's sessions (and restore them if Redis lost them)."""
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> list[str]:
+        """Publish load; refresh this pod's sessions, and restore them if the registry lost
+        them (Redis restart) or turned them to grace (this pod was thought dead).
+
+        Returns the ids of sessions that resumed on another pod meanwhile: the caller
+        lets them go.
+        """
+
+    async def reap_dead_pods(self) -> dict[str, int]:
+        """Turn the sessions of pods whose heartbeat expired into grace, so they can
+        resume anywhere; pod -> sessions turned, for the pods this call handled."""
+        return {}
 
     @abstractmethod
     async def deregister(self) -> None: ...
@@ -333,8 +343,8 @@ class MemoryRegistry(Registry):
     async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
         return None
 
-    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> None:
-        return None
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> list[str]:
+        return []
 
     async def deregister(self) -> None:
         return None

@@ -64,6 +64,7 @@ RECENT_FRAMES = 32
 MAX_BACKLOG = 4096  # registry operations in flight before connections stop being read
 NEGOTIATION_S = 10.0  # longest an offer waits for its answer before moves are allowed again
 SWEEP_EVERY = 3  # heartbeats between sweeps of rooms for expired sessions
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 2.0  # back-off while the registry does not answer
 
 
 @dataclass(eq=False)
@@ -173,7 +174,9 @@ class Hub:
         self.rooms: dict[str, set[str]] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self.draining = False
-        self.registry_ok = True
+        # False until the registry answered once, and whenever it stops answering:
+        # /readyz follows it, /healthz never does (a Redis outage is no reason to restart).
+        self.registry_ok = False
         self.resume_secret = ""
         self.metrics = Metrics(
             lambda: len(self.sockets), lambda: len(self.sessions), lambda: len(self.rooms)
@@ -185,8 +188,9 @@ class Hub:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        """Returns at once: the registry is reached in the background, with back-off, so
+        the pod serves /healthz from its first second whether Redis is up or not."""
         await self.registry.start(self.on_inbox)
-        self.resume_secret = await self.registry.resume_secret()
         self.spawn(self._heartbeat_loop())
 
     async def stop(self) -> None:
@@ -223,22 +227,43 @@ class Hub:
         )
 
     async def _heartbeat_loop(self) -> None:
-        beats = 0
+        beats, retry_s, reported = 0, RETRY_MIN_S, False
         while True:
             beats += 1
             if self.registry_ok and beats % SWEEP_EVERY == 0:
                 await self._sweep()
             records = await self._records()
             try:
-                await self.registry.heartbeat(self.stats(), records)
+                if not self.resume_secret:
+                    self.resume_secret = await self.registry.resume_secret()
+                moved = await self.registry.heartbeat(self.stats(), records)
                 if not self.registry_ok:
-                    log.info("registry reachable again")
-                self.registry_ok = True
+                    log.info("registry reachable")
+                self.registry_ok, retry_s, reported = True, RETRY_MIN_S, False
             except RegistryError as e:
-                if self.registry_ok:
-                    log.warning("registry unreachable: %s", e)
-                self.registry_ok = False
-            await asyncio.sleep(self.settings.heartbeat_s if self.registry_ok else 0.5)
+                if self.registry_ok or not reported:
+                    log.warning("registry unreachable: %s (retrying)", e)
+                self.registry_ok, reported = False, True
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, RETRY_MAX_S)
+                continue
+            for sid in moved:
+                if (s := self.sessions.get(sid)) is not None:
+                    await self._drop(s, CloseCode.REPLACED, "session resumed elsewhere")
+            await self._reap_dead_pods()
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _reap_dead_pods(self) -> None:
+        """Pods whose heartbeat expired died without cleaning up: their sessions go to
+        grace (once, whoever notices first: any pod or the operator), so that they can
+        resume anywhere and frames for them are kept, not refused."""
+        try:
+            reaped = await self.registry.reap_dead_pods()
+        except RegistryError as e:
+            log.warning("could not reap dead pods: %s", e)
+            return
+        for pod, n in reaped.items():
+            log.info("pod %s stopped heartbeating: %d of its sessions now in grace", pod, n)
 
     async def _records(self) -> list[SessionRecord]:
         """Every session's record for the heartbeat, built a few hundred per loop turn: a
@@ -575,6 +600,8 @@ class Hub:
 
     async def _join(self, conn: Connection, att: Attachment, j: Join) -> LocalSession | None:
         try:
+            if not self.resume_secret:
+                raise RegistryError("registry not reached yet")
             if j.resume is not None:
                 session = await self._resume(att, j)
             else:
