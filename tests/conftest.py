@@ -90,11 +90,11 @@ class RedisServer:
 
     def start(self) -> None:
         """(Re)start on the same port and data dir."""
-        self.proc = _spawn_redis(self.port, self.workdir)
+        self.proc = spawn_redis(self.port, self.workdir)
         wait_until(self.ping, 15, "redis-server to answer PING")
 
 
-def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
+def spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is missing: run `make deps` (installs Debian's redis-server)")
@@ -124,7 +124,7 @@ def _spawn_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
 def redis_server() -> Iterator[RedisServer]:
     workdir = tempfile.mkdtemp(prefix="rw-redis-")
     port = free_port()
-    server = RedisServer(port, _spawn_redis(port, workdir), workdir)
+    server = RedisServer(port, spawn_redis(port, workdir), workdir)
     wait_until(server.ping, 15, "redis-server to answer PING")
     yield server
     server.stop()

@@ -9,7 +9,7 @@ the handlers' call shapes: ``inc(amount, *labels)``, ``set(value, *labels)``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import prometheus_client as prom
 from aiohttp import web
@@ -136,8 +136,19 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
 
-async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Start ``/metrics`` on ``host:port``; the caller cleans the runner up."""
+async def serve(
+    metrics: Metrics,
+    port: int,
+    host: str = "0.0.0.0",
+    ready: Callable[[], Awaitable[bool]] | None = None,
+) -> web.AppRunner:
+    """Start ``/metrics`` (and ``/readyz``, 503 while ``ready`` says no) on
+    ``host:port``; the caller cleans the runner up."""
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready is None or await ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="redis unreachable\n")
 
     async def handle(_: web.Request) -> web.Response:
         return web.Response(
@@ -147,6 +158,7 @@ async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRu
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

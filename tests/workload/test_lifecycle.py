@@ -11,13 +11,22 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
 
 from signaling import keys
 from signaling.client import Client
-from tests.conftest import PodFactory, RedisServer, wait_ready, wait_until
+from tests.conftest import (
+    Pod,
+    PodFactory,
+    RedisServer,
+    free_port,
+    spawn_redis,
+    wait_ready,
+    wait_until,
+)
 
 from .conftest import joined
 
@@ -169,3 +178,48 @@ async def test_negotiation_is_published_and_defers_a_rebalance(
         )
     finally:
         r.close()
+
+
+async def test_pod_started_before_redis_stays_alive_and_becomes_ready_when_it_comes(
+    tmp_path: Path, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """Liveness never depends on Redis: /healthz from the first second, /readyz 503 and
+    joins refused with `unavailable` until Redis answers, ready within 5 s after."""
+    port = free_port()
+    pod = start_pod(f"redis://127.0.0.1:{port}/0", "early", wait_ready=False)
+    started = time.monotonic()
+    wait_until(lambda: _status(pod, "/healthz") == 200, 5, "/healthz served without Redis")
+    print(f"/healthz 200 after {time.monotonic() - started:.2f}s with no Redis")
+    assert _status(pod, "/readyz") == 503
+    c = clients(pod.ws_url)
+    await c.connect()
+    await c.send({"type": "join", "room": "early", "peer": "alice", "role": "participant"})
+    err = await c.recv_until(lambda f: f["type"] in ("error", "joined"), timeout=10)
+    assert err["type"] == "error" and err["code"] == "unavailable", err
+
+    server = RedisServer(port, spawn_redis(port, str(tmp_path)), str(tmp_path))
+    try:
+        wait_until(server.ping, 15, "redis-server up")
+        up = time.monotonic()
+        wait_until(pod.ready, 5, "/readyz 200 within 5 s of Redis")
+        print(f"/readyz 200 {time.monotonic() - up:.2f}s after Redis came")
+        a = await joined(clients, pod.ws_url, "early", "alice")
+        assert a.joined["resumed"] is False
+        # Redis gone again: not ready, still alive; back: ready within 5 s.
+        server.stop()
+        wait_until(lambda: _status(pod, "/readyz") == 503, 10, "/readyz 503 without Redis")
+        assert _status(pod, "/healthz") == 200
+        server.start()
+        up = time.monotonic()
+        wait_until(pod.ready, 5, "/readyz 200 within 5 s of Redis's return")
+        print(f"/readyz 200 {time.monotonic() - up:.2f}s after Redis returned")
+        assert pod.proc.poll() is None, "the pod exited"
+    finally:
+        server.stop()
+
+
+def _status(pod: Pod, path: str) -> int:
+    try:
+        return pod.get(path)[0]
+    except OSError:
+        return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 import kopf
@@ -20,6 +21,9 @@ from meetingroom_operator.store import Store
 
 log = logging.getLogger("meetingroom_operator")
 
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0  # back-off while Redis or the API do not answer
+READY_PING_S = 1.0
+
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings: no peering (one operator per namespace), no cluster-wide
@@ -34,42 +38,75 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
+    """Returns without waiting for Redis: kopf's liveness endpoint is served from the
+    start, and a Redis outage never restarts the operator. It reaches Redis in the
+    background and is ready (``/readyz`` on the metrics port) once it has."""
     configure(settings)
     try:
         cfg = Config.from_env()
     except ConfigError as e:
         log.error("%s", e)
         raise kopf.PermanentError(str(e)) from e
-    store = Store(cfg.redis_url)
-    if not await store.ping():
-        raise kopf.TemporaryError("Redis is not reachable yet", delay=2)
-    kube = Kube(cfg.namespace)
-    state = State(cfg=cfg, store=store, kube=kube, metrics=Metrics())
-    try:
-        state.homes = await store.placement()
-        known = await kube.list_room_ids()
-        stale = [r for r in state.homes if r not in known]
-        if stale:  # rooms deleted while the operator was away
-            await store.write_placement({}, removed=stale)
-            for r in stale:
-                state.homes.pop(r, None)
-        for info in await kube.list_pods(f"{c.APP_LABEL}={c.APP_NAME}"):
-            state.pods[info.name] = info
-            state.pod_memory[info.name] = PodMemory(info.uid, info.restarts, info.running)
-    except OperatorError as e:
-        raise kopf.TemporaryError(f"start-up observation failed: {e}", delay=2) from e
-    state.pods_synced.set()
-    if cfg.metrics_port:
-        state.metrics_runner = await serve(state.metrics, cfg.metrics_port, cfg.metrics_host)
+    state = State(cfg=cfg, store=Store(cfg.redis_url), kube=Kube(cfg.namespace), metrics=Metrics())
     memo.state = state
+    if cfg.metrics_port:
+        state.metrics_runner = await serve(
+            state.metrics, cfg.metrics_port, cfg.metrics_host, ready=partial(ready, state)
+        )
+    state.spawn(come_up(state))
+
+
+async def come_up(state: State) -> None:
+    """Observe Redis and the API (retrying with back-off), then run the balance loop."""
+    delay, reported = RETRY_MIN_S, False
+    while True:
+        try:
+            if not await state.store.ping():
+                raise OperatorError("Redis is not reachable")
+            await observe(state)
+            break
+        except OperatorError as e:
+            if not reported:
+                log.warning("%s; not ready, retrying", e)
+                reported = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
     state.spawn(balance.run(state))
     log.info(
         "operator up: namespace %s, deployment %s, %d pods, %d placed rooms",
-        cfg.namespace,
-        cfg.deployment,
+        state.cfg.namespace,
+        state.cfg.deployment,
         len(state.pods),
         len(state.homes),
     )
+
+
+async def observe(state: State) -> None:
+    """Placement from Redis, rooms and pods from the API: what the loop starts from."""
+    homes = await state.store.placement()
+    known = await state.kube.list_room_ids()
+    stale = [r for r in homes if r not in known]
+    if stale:  # rooms deleted while the operator was away
+        await state.store.write_placement({}, removed=stale)
+        for r in stale:
+            homes.pop(r, None)
+    for info in await state.kube.list_pods(f"{c.APP_LABEL}={c.APP_NAME}"):
+        # the watch may have told of a pod already, and more recently than this list
+        state.pods.setdefault(info.name, info)
+        state.pod_memory.setdefault(info.name, PodMemory(info.uid, info.restarts, info.running))
+    state.homes = homes
+    state.redis_synced.set()
+    state.pods_synced.set()
+
+
+async def ready(state: State) -> bool:
+    """Ready while Redis answers, once the start-up observation is done."""
+    if not state.redis_synced.is_set():
+        return False
+    try:
+        return await asyncio.wait_for(state.store.ping(), READY_PING_S)
+    except TimeoutError:
+        return False
 
 
 async def cleanup(memo: Any) -> None:

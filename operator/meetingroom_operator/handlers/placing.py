@@ -27,7 +27,7 @@ async def place_rooms(state: State, live: dict[str, int] | None = None) -> dict[
     """Re-plan every room's home on the serving pods; returns the changed homes."""
     async with state.placement_lock:
         serving = [p.name for p in state.serving_pods()]
-        if not serving:
+        if not serving or not state.redis_synced.is_set():
             return {}
         demands = [RoomDemand(e.spec.room, e.spec.capacity) for e in state.rooms.values()]
         before = dict(state.homes)

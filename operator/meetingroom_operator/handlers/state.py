@@ -66,6 +66,9 @@ class State:
     rng: random.Random = field(default_factory=random.Random)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     pods_synced: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once placement was read from Redis: nothing is placed before (an operator that
+    # started while Redis was away would otherwise re-place every room from nothing).
+    redis_synced: asyncio.Event = field(default_factory=asyncio.Event)
     metrics_runner: Any = None
 
     def room_ids(self) -> dict[str, RoomEntry]:
