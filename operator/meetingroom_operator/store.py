@@ -19,8 +19,8 @@ from redis.exceptions import RedisError
 from meetingroom_operator import constants as c
 from meetingroom_operator.errors import StoreError
 from meetingroom_operator.planning.rebalance import Session
-from signaling import control, keys
-from signaling.lua import script
+from roomwire_contract import control, keys
+from roomwire_contract.lua import script
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from urllib.parse import urlencode
 import pytest
 import redis.asyncio as aioredis
 
-from signaling import control, keys, tokens
+from roomwire_contract import control, keys
+from signaling import tokens
 
 from .cdp import Browser, Page
 from .conftest import LaunchBrowser

@@ -28,7 +28,7 @@ from devcluster.pytest_plugin import KubeCluster
 from meetingroom_operator import constants as c
 from meetingroom_operator.planning.rebalance import minimum_moves, skew
 from meetingroom_operator.store import Store
-from signaling import keys
+from roomwire_contract import keys
 from signaling.client import Client
 from tests.conftest import RedisServer, eventually
 

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from meetingroom_operator.store import Store
-from signaling import keys
+from roomwire_contract import keys
 from signaling.client import Client
 from tests.conftest import PodFactory, eventually, wait_ready
 

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from signaling import control, tokens
+from roomwire_contract import control
+from signaling import tokens
 from signaling.protocol import (
     Close,
     CloseCode,
@@ -206,7 +207,7 @@ def test_asyncapi_document_names_every_type_and_error_code() -> None:
 
 
 def test_compact_inbox_messages_decode() -> None:
-    from signaling.redis_registry import decode_inbox
+    from roomwire_contract.inbox import decode_inbox
 
     frame = '{"type":"offer","from":"a","data":{"x":"a\\u001fb\\u001e|,"}}'
     other = '{"type":"answer","from":"c","data":{}}'

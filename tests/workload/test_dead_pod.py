@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from signaling import keys
+from roomwire_contract import keys
 from signaling.client import Client
 from tests.conftest import Pod, PodFactory, eventually, wait_ready
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from signaling import keys, redis_registry
+from roomwire_contract import keys
+from signaling import redis_registry
 from signaling.client import Client
 from signaling.redis_registry import RedisRegistry
 from tests.conftest import PodFactory, eventually, wait_ready

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from signaling import keys
+from roomwire_contract import keys
 from signaling.client import Client
 from tests.conftest import (
     Pod,
@@ -144,7 +144,7 @@ async def test_negotiation_is_published_and_defers_a_rebalance(
     redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
 ) -> None:
     """An operator `reconnect` waits until the offer has its answer."""
-    from signaling import control
+    from roomwire_contract import control
 
     pod = start_pod(redis_url, "pod-neg", args=["--heartbeat", "0.3", "--control-secret", "k"])
     a = await joined(clients, pod.ws_url, "neg", "a")

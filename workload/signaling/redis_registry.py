@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -27,8 +26,10 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from . import keys
-from .lua import script
+from roomwire_contract import inbox, keys
+from roomwire_contract.inbox import decode_inbox
+from roomwire_contract.lua import script
+
 from .protocol import Role
 from .registry import (
     InboxHandler,
@@ -392,33 +393,6 @@ for i = 1, #all, 2 do
 end
 return out
 """
-
-
-def decode_inbox(data: bytes) -> dict[str, Any] | None:
-    """An inbox message as a dict (see ``signaling.keys``); None if it is malformed."""
-    try:
-        if data[:2] == b"b\x1f":
-            head, *items = data.split(b"\x1e")
-            frames = []
-            for item in items:
-                sid, n, text = item.split(b"\x1f", 2)
-                frames.append((sid.decode(), int(n), text.decode()))
-            return {"k": "batch", "t": float(head[2:]), "frames": frames}
-        if data[:2] == b"r\x1f":
-            # one room frame for several sessions: the same as a batch of copies
-            _, t, sids, ns, text = data.split(b"\x1f", 4)
-            sid_list, n_list, frame = sids.decode().split(","), ns.split(b","), text.decode()
-            if len(sid_list) != len(n_list):
-                return None
-            return {
-                "k": "batch",
-                "t": float(t),
-                "frames": [(sid, int(n), frame) for sid, n in zip(sid_list, n_list, strict=True)],
-            }
-        payload = json.loads(data)
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def _peers(flat: list[str]) -> list[PeerInfo]:
@@ -944,12 +918,10 @@ class RedisRegistry(Registry):
         return _peers(flat)
 
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
-        msg = json.dumps({"k": "takeover", "sid": sid, "pod": self.pod_id, "replaced": replaced})
-        return await self._publish(old_pod, msg)
+        return await self._publish(old_pod, inbox.takeover(sid, self.pod_id, replaced))
 
     async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
-        msg = {"k": "takeover-done", "sid": sid, "recent": recent}
-        await self._publish(new_pod, json.dumps(msg))
+        await self._publish(new_pod, inbox.takeover_done(sid, recent))
 
     async def _publish(self, pod_id: str, msg: str) -> int:
         try:

@@ -25,7 +25,8 @@ from typing import Any, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import control
+from roomwire_contract import control
+
 from .config import Settings
 from .metrics import Metrics
 from .protocol import (
