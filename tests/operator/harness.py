@@ -99,13 +99,16 @@ def workload_objects(
 
 
 def operator_objects(objs: list[Obj], ns: str, redis_url: str, env: dict[str, str]) -> list[Obj]:
+    """The shipped operator for a test. Its metrics port stays on: the pod's readiness
+    probe is served there (``/readyz``), and each pod has an address of its own."""
     out = []
     for o in in_namespace(objs, ns):
         if o["kind"] == "Deployment":
             c = o["spec"]["template"]["spec"]["containers"][0]
             _env(c, "ROOMWIRE_REDIS_URL", redis_url)
             for k, v in {**FAST_OPERATOR_ENV, **env}.items():
-                _env(c, k, v)
+                if k != "ROOMWIRE_METRICS_PORT":
+                    _env(c, k, v)
         out.append(for_devcluster(o))
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import tempfile
@@ -37,6 +38,7 @@ from .harness import (
     ROOT,
     Follower,
     Obj,
+    dump,
     in_namespace,
     kustomize,
     operator_objects,
@@ -544,6 +546,150 @@ async def test_operator_restart_mid_rebalance_converges_without_duplicate_moves(
     result = await _rebalance_run(stack, store, 50, env, restart_operator=True)
     print("restart mid-rebalance:", result)
     assert result["moved"] <= 1.2 * result["minimum"], result
+
+
+# ---- scale-out and its rebalance ---------------------------------------------------
+
+SCALE_OUT_CLIENTS = int(os.environ.get("ROOMWIRE_SCALE_OUT_CLIENTS", "400"))
+
+
+class ReplicaWatch:
+    """Every spec.replicas value the signaling Deployment takes, in order."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.values: list[int] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            n = await asyncio.to_thread(self.stack.replicas)
+            if not self.values or self.values[-1] != n:
+                self.values.append(n)
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def _operator_lines(stack: Stack, *words: str) -> list[str]:
+    """The operator's log lines with one of ``words``."""
+    lines: list[str] = []
+    for p in stack.cluster.pods(stack.ns, OPERATOR):
+        log = stack.cluster.pod_log(stack.ns, p["metadata"]["name"], "operator")
+        lines += [x for x in log.splitlines() if any(w in x for w in words)]
+    return lines
+
+
+def _deployment_scalings(stack: Stack) -> list[str]:
+    """The Deployment's own history: its controller's ScalingReplicaSet events."""
+    events = stack.cluster.kube.get(f"/api/v1/namespaces/{stack.ns}/events")["items"]
+    return [
+        str(e.get("message"))
+        for e in sorted(events, key=lambda e: str(e.get("firstTimestamp") or e.get("eventTime")))
+        if e.get("reason") == "ScalingReplicaSet"
+        and (e.get("involvedObject") or {}).get("name") == "signaling"
+    ]
+
+
+async def test_scale_out_and_its_rebalance_make_one_scaling_step(
+    kube_cluster: KubeCluster, kube_namespace: str, crd: Obj, redis_db_url: str, store: Store
+) -> None:
+    """3 pods hold the clients; the operator starts, finds demand for 6 pods, scales
+    3 -> 6 and rebalances. Its own moves must not count as extra demand: one scaling
+    step in its log and in the Deployment's history, and at most 1.1x the minimum moves.
+
+    ``ROOMWIRE_PER_POD`` is set so that the clients ask for 6 pods (5.8 pods' worth) and
+    5% more would ask for a 7th. 400 clients (100 rooms of 4) with traffic, about 35 s
+    on a 2-core machine; ``ROOMWIRE_SCALE_OUT_CLIENTS`` sets another count."""
+    clients = SCALE_OUT_CLIENTS - SCALE_OUT_CLIENTS % 4
+    per_pod = clients * 69 // 400
+    assert math.ceil(clients / per_pod) == 6 and math.ceil(clients * 1.05 / per_pod) == 7
+    stack = await asyncio.to_thread(make_stack, kube_cluster, kube_namespace, redis_db_url, 3)
+    url = await asyncio.to_thread(stack.service_url)
+    followers = await _connect_rooms(url, clients // 4, 4)
+    traffic = Traffic(followers)
+    traffic.start()
+    watch = ReplicaWatch(stack)
+    try:
+        old = await asyncio.to_thread(stack.pod_names)
+        before = await eventually(lambda: _counts(store, old), 20, "sessions registered", every=0.2)
+        assert sum(before.values()) == clients
+        minimum = minimum_moves({**before, **{f"new-{i}": 0 for i in range(3)}})
+        watch.start()
+        started = time.monotonic()
+        env = {
+            "ROOMWIRE_PER_POD": str(per_pod),
+            "ROOMWIRE_MAX_REPLICAS": "10",
+            "ROOMWIRE_SCALE_DOWN_WINDOW_S": "600",
+        }
+        try:
+            await asyncio.to_thread(stack.start_operator, env)
+        except TimeoutError:
+            for p in await asyncio.to_thread(stack.cluster.pods, stack.ns, OPERATOR):
+                name = p["metadata"]["name"]
+                print(name, dump(p.get("status")))
+                print(stack.cluster.pod_log(stack.ns, name, "operator")[-3000:])
+            raise
+        await asyncio.to_thread(kube_cluster.wait_ready_pods, stack.ns, SIGNALING, 6, 90)
+        pods = await asyncio.to_thread(stack.pod_names)
+        assert len(pods) == 6, pods
+
+        async def balanced() -> Counter[str] | None:
+            counts = await _counts(store, pods)
+            ok = sum(counts.values()) == clients and skew(counts) <= 1.15
+            return counts if ok else None
+
+        after = await eventually(balanced, 90, "max/mean <= 1.15 on 6 pods", every=0.2)
+        took = time.monotonic() - started
+        r = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
+        try:
+            await eventually(lambda: _no_moves(r), 30, "no moves in flight", every=0.2)
+        finally:
+            await r.aclose()
+        # A second step, if any, comes within seconds of the wave: watch that long.
+        quiet_until = time.monotonic() + 10
+        while time.monotonic() < quiet_until and watch.values[-1] == 6:
+            await asyncio.sleep(0.2)
+        await traffic.stop_and_check()
+        moved = sum(f.moves for f in followers)
+        logged = await asyncio.to_thread(_operator_lines, stack, "scaling signaling from")
+        waves = await asyncio.to_thread(_operator_lines, stack, "rebalance")
+        history = await asyncio.to_thread(_deployment_scalings, stack)
+        result = {
+            "clients": clients,
+            "seconds": round(took, 1),
+            "moved": moved,
+            "minimum": minimum,
+            "ratio": round(moved / minimum, 3) if minimum else 0.0,
+            "skew": round(skew(after), 3),
+            "replicas": watch.values,
+            "operator log": logged,
+            "rebalance log": waves,
+            "deployment events": history,
+        }
+        print("scale-out 3 -> 6:", result)
+        assert watch.values == [3, 6], result
+        assert len(logged) == 1 and "from 3 to 6" in logged[0], result
+        scaled_up = [m for m in history if "up" in m and not m.endswith("to 3")]
+        assert len(scaled_up) == 1 and scaled_up[0].endswith("to 6"), result
+        assert max(f.moves for f in followers) <= 1, "a session was moved twice"
+        assert moved <= 1.1 * minimum, result
+    finally:
+        await watch.stop()
+        traffic.stopping.set()
+        for f in followers:
+            await f.stop()
+
+
+async def _no_moves(r: aioredis.Redis) -> bool:
+    return not await r.hlen(c.INFLIGHT_MOVES)
 
 
 # ---- dead pods ---------------------------------------------------------------------
