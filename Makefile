@@ -10,14 +10,20 @@ RUN_ARGS ?=
 
 .PHONY: run test test-fast lint bench cluster-up cluster-down deps clean
 
-$(RUN_STAMP): pyproject.toml
+# Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
+# root project is the development install (those three, devcluster, the tools). pip is
+# given every path at once, so the root's requirements on the three resolve to them.
+DISTS := pyproject.toml contract/pyproject.toml workload/pyproject.toml operator/pyproject.toml
+
+# `make run` needs only the workload and the contract.
+$(RUN_STAMP): $(DISTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ./contract -e ./workload
 	touch $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(DISTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./contract -e ./workload -e ./operator -e '.[dev]'
 	touch $(STAMP) $(RUN_STAMP)
 
 ## run: one signaling process, in-memory registry, demo page on http://127.0.0.1:8080/
