@@ -1,14 +1,20 @@
-"""The node-agent process: node agent and service proxy together, until SIGTERM."""
+"""The node-agent process: node agent, service proxy and cluster DNS together, until SIGTERM.
+
+``DEVCLUSTER_DNS_UPSTREAMS`` (``ip[:port]``, comma-separated): where the cluster DNS server
+forwards names outside ``cluster.local``; unset, they do not exist (pods reach only loopback).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
+from .dns import ClusterDns, parse_upstreams
 from .images import ImageMap
 from .kube import Kube
 from .node_agent import IpPool, NodeAgent, now_iso
@@ -32,6 +38,25 @@ def run(state_dir: Path, workdir: Path) -> int:
     ips = IpPool()  # pods and Services share this node agent's block of loopback IPs
     proxy = ServiceProxy(kube, state_dir, lambda m: log(f"{now_iso()} {m}"), ips)
     proxy.start()
+    # the cluster DNS server: port 53 (resolv.conf names no port) of an address of our block
+    dns_ip = ips.allocate()
+    cluster_dns = ClusterDns(
+        proxy,
+        dns_ip,
+        53,
+        upstreams=parse_upstreams(os.environ.get("DEVCLUSTER_DNS_UPSTREAMS", "")),
+        log=lambda m: log(f"{now_iso()} {m}"),
+    )
+    try:
+        cluster_dns.start()
+    except OSError as e:
+        log(
+            f"{now_iso()} cannot serve cluster DNS on {dns_ip}:53: {e} "
+            "(the node agent must run as root, like a kubelet)"
+        )
+        proxy.shutdown()
+        return 1
+    log(f"{now_iso()} cluster DNS on {cluster_dns.address} (UDP and TCP)")
     agent = NodeAgent(
         kube,
         str(state["node"]),
@@ -42,12 +67,13 @@ def run(state_dir: Path, workdir: Path) -> int:
         service_env=proxy.service_env,
         log=log,
         ips=ips,
+        dns_ip=dns_ip,
     )
     agent.start()
     if proxy.services is not None:
         proxy.services.synced.wait(30)
     (state_dir / "agent.json").write_text(
-        json.dumps({"proxy_admin": f"127.0.0.1:{proxy.admin_port}"})
+        json.dumps({"proxy_admin": f"127.0.0.1:{proxy.admin_port}", "dns": cluster_dns.address})
     )
     log(f"{now_iso()} node agent and service proxy running")
     while not stop.wait(1):
@@ -55,5 +81,6 @@ def run(state_dir: Path, workdir: Path) -> int:
     log(f"{now_iso()} stopping: pods first")
     agent.shutdown()
     proxy.shutdown()
+    cluster_dns.stop()
     log(f"{now_iso()} stopped")
     return 0

@@ -115,6 +115,7 @@ class ClusterInfo:
     proxy_admin: str
     procs: list[ProcRef]
     kubectl: Path | None
+    dns: str = ""  # the cluster DNS server, ip:53
 
     @classmethod
     def load(cls, state_dir: Path) -> ClusterInfo:
@@ -130,6 +131,7 @@ class ClusterInfo:
             proxy_admin=str(agent.get("proxy_admin", "")),
             procs=[ProcRef.from_json(p) for p in st["procs"]],
             kubectl=Path(st["kubectl"]) if st.get("kubectl") else None,
+            dns=str(agent.get("dns", "")),
         )
 
     def kube(self) -> Kube:
@@ -403,4 +405,5 @@ def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:
             for p in info.procs
         },
         "proxy_admin": info.proxy_admin,
+        "dns": info.dns,
     }

@@ -11,6 +11,10 @@
   the grace period, then SIGKILL, and removes the pod.
 - An image it does not know: a Warning event, and the pod stays Pending.
 
+Each container runs in a mount and UTS namespace of its own with the pod's
+``/etc/resolv.conf`` (the cluster DNS server), ``/etc/hosts`` and hostname, as a kubelet's
+pods do (``podns``); ``exec`` probes run inside those namespaces.
+
 What it does not do: volumes, init containers, resource limits, image pulls, preStop hooks
 other than ``sleep``.
 """
@@ -38,6 +42,7 @@ from pathlib import Path
 from .addresses import LOCAL_IP_ANNOTATION, to_api
 from .images import ImageMap
 from .kube import ApiError, Informer, Kube, Obj
+from .podns import PodNamespaces, namespace_ready, pod_hostname
 from .procs import ProcRef, start_time
 
 AGENT = "devcluster-node-agent"
@@ -163,7 +168,14 @@ def _port_of(spec: Obj, container: Obj) -> int:
     return int(str(port))
 
 
-def run_probe(spec: Obj, container: Obj, pod_ip: str, env: Mapping[str, str]) -> bool:
+def run_probe(
+    spec: Obj,
+    container: Obj,
+    pod_ip: str,
+    env: Mapping[str, str],
+    enter: Callable[[list[str]], list[str]] = list,
+) -> bool:
+    """One probe; ``enter`` wraps an ``exec`` probe's command to run in the pod's namespaces."""
     timeout = float(spec.get("timeoutSeconds", 1))
     try:
         if "httpGet" in spec:
@@ -194,7 +206,7 @@ def run_probe(spec: Obj, container: Obj, pod_ip: str, env: Mapping[str, str]) ->
                 return True
         if "exec" in spec:
             proc = subprocess.run(
-                spec["exec"]["command"],
+                enter([str(a) for a in spec["exec"]["command"]]),
                 env=dict(env),
                 capture_output=True,
                 timeout=timeout,
@@ -225,6 +237,7 @@ class Container:
     waiting: tuple[str, str] | None = ("ContainerCreating", "")
     next_start: float = 0.0
     started_mono: float = 0.0
+    in_pod_namespaces: bool = False  # the pod's /etc files are in place in its namespaces
     backoff: float = 1.0
     env: dict[str, str] = field(default_factory=dict)
     startup: ProbeState | None = None
@@ -335,6 +348,7 @@ class PodWorker:
         self._last_sent = ""
         self._last_error = ""
         self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid[:8]}"
+        self.etc: Path | None = None  # the pod's resolv.conf, hosts, nsswitch.conf
         self.thread = threading.Thread(
             target=self._run, name=f"pod {self.ns}/{self.name}", daemon=True
         )
@@ -416,6 +430,8 @@ class PodWorker:
             except (ApiError, OSError) as e:
                 self.log(f"cannot annotate the local IP: {e}")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.agent.pod_namespaces is not None and self.agent.dns_ip is not None:
+            self.etc = self.agent.pod_namespaces.write(self.dir, pod, self.ip, self.agent.dns_ip)
         kubeconfig = self._service_account_kubeconfig(pod)
         containers = []
         for spec in specs:
@@ -517,10 +533,7 @@ class PodWorker:
         assert self.ip is not None
         env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         env["PYTHONUNBUFFERED"] = "1"
-        # cluster DNS for Python pods: Service names -> the service proxy (podshim/)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "podshim")
-        env["DEVCLUSTER_SERVICES"] = str(self.agent.state_dir / "services.json")
-        env["HOSTNAME"] = self.name
+        env["HOSTNAME"] = pod_hostname(pod)
         env["POD_NAME"] = self.name
         env["POD_NAMESPACE"] = self.ns
         env["POD_IP"] = self.ip
@@ -572,6 +585,9 @@ class PodWorker:
         with open(c.log, "ab") as out:
             out.write(f"--- {now_iso()} starting {argv!r}\n".encode())
             out.flush()
+            if self.etc is not None and self.agent.pod_namespaces is not None:
+                argv = self.agent.pod_namespaces.start_argv(argv, self.etc, pod_hostname(pod))
+            c.in_pod_namespaces = False
             c.proc = subprocess.Popen(
                 argv,
                 env=c.env,
@@ -647,20 +663,34 @@ class PodWorker:
                 continue
             self._probe(pod, c)
 
+    def _enter(self, c: Container) -> Callable[[list[str]], list[str]]:
+        """How an ``exec`` probe of ``c`` runs: inside the container's namespaces."""
+        tools, proc = self.agent.pod_namespaces, c.proc
+        if self.etc is None or tools is None or proc is None:
+            return list
+        pid = proc.pid
+        return lambda argv: tools.exec_argv(pid, argv)
+
     def _probe(self, pod: Obj, c: Container) -> None:
         assert self.ip is not None
+        if self.etc is not None and not c.in_pod_namespaces:
+            # the container's namespaces get the pod's files a few ms after it starts
+            if c.proc is None or not namespace_ready(c.proc.pid):
+                return
+            c.in_pod_namespaces = True
+        enter = self._enter(c)
         t = time.monotonic()
         if c.startup is not None and c.startup.result is not True:
             if t >= c.startup.next_at:
                 c.startup.next_at = t + c.startup.period
-                c.startup.record(run_probe(c.startup.spec, c.spec, self.ip, c.env))
+                c.startup.record(run_probe(c.startup.spec, c.spec, self.ip, c.env, enter))
                 if c.startup.result is False:
                     self._restart_unhealthy(pod, c, "startup")
             return
         for probe in (c.readiness, c.liveness):
             if probe is not None and t >= probe.next_at:
                 probe.next_at = t + probe.period
-                probe.record(run_probe(probe.spec, c.spec, self.ip, c.env))
+                probe.record(run_probe(probe.spec, c.spec, self.ip, c.env, enter))
         if c.liveness is not None and c.liveness.result is False:
             self._restart_unhealthy(pod, c, "liveness")
 
@@ -862,8 +892,13 @@ class NodeAgent:
         service_env: Callable[[str], dict[str, str]] | None = None,
         log: Callable[[str], None] | None = None,
         ips: IpPool | None = None,
+        dns_ip: str | None = None,
     ) -> None:
+        """With ``dns_ip`` (the cluster DNS server) every container runs in namespaces of
+        its own with the pod's resolv.conf, hosts and hostname; without it, on the host's."""
         self.kube = kube
+        self.dns_ip = dns_ip
+        self.pod_namespaces = PodNamespaces.find() if dns_ip else None
         self.node = node
         self.state_dir = state_dir
         self.images = images

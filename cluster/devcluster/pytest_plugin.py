@@ -48,6 +48,7 @@ class KubeCluster:
     state_dir: Path | None = None
     proxy_admin: str = ""
     kubectl_path: Path | None = None
+    dns: str = ""  # the cluster DNS server (ip:53) of the local cluster
 
     # -- clients
     def api_client(self) -> Any:
@@ -212,7 +213,7 @@ def _external() -> KubeCluster:
 def _local(state_dir: Path) -> KubeCluster:
     info = control_plane.ClusterInfo.load(state_dir)
     return KubeCluster(
-        info.kubeconfig, info.kube(), True, state_dir, info.proxy_admin, info.kubectl
+        info.kubeconfig, info.kube(), True, state_dir, info.proxy_admin, info.kubectl, info.dns
     )
 
 

@@ -202,6 +202,16 @@ class ServiceProxy:
             env.setdefault(f"{prefix}_SERVICE_PORT", str(lst.port))
         return env
 
+    # -- what the cluster DNS server reads (devcluster.dns.ClusterView)
+    def dns_services(self) -> list[Obj]:
+        return self.services.items() if self.services is not None else []
+
+    def dns_endpoint_slices(self) -> list[Obj]:
+        return self.slices.items() if self.slices is not None else []
+
+    def dns_service_ip(self, namespace: str, name: str) -> str | None:
+        return self.service_ips.get((namespace, name))
+
     # -- endpoints
     def endpoints(self, ns: str, name: str, port_name: str) -> list[tuple[str, int, str]]:
         """Ready endpoints (ip, port, pod name) of one Service port, right now."""

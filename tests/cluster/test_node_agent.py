@@ -105,7 +105,7 @@ def test_deleted_pod_gets_sigterm_then_goes(kube_cluster: KubeCluster, kube_name
 def test_service_names_resolve_and_reach_the_service(
     kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
-    """Python pods resolve Service names (no cluster DNS: the agent's podshim does it), and
+    """Python pods resolve Service names (through the cluster DNS server), and
     the Service's own port answers on its loopback IP, as behind kube-proxy. Also the
     ``redis`` image maps to Debian's redis-server on the pod's address."""
     kube_cluster.require_local()
