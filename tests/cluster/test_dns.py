@@ -19,7 +19,7 @@ import pytest
 from devcluster.kube import Obj
 from devcluster.pytest_plugin import KubeCluster
 
-from .objects import small_server_pod
+from .objects import signaling_deployment, small_server_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -78,16 +78,8 @@ def _a(msg: dns.message.Message) -> list[str]:
     return sorted(r.to_text() for s in msg.answer if s.rdtype == dns.rdatatype.A for r in s)
 
 
-def test_c_programs_in_a_pod_resolve_service_names(
-    kube_cluster: KubeCluster, kube_namespace: str
-) -> None:
-    """``redis-cli -h redis ping`` as an exec readiness probe makes the pod Ready; glibc's
-    resolver finds ``redis``, ``redis.<ns>`` and ``redis.<ns>.svc.cluster.local`` at the
-    service proxy's loopback IP; an unknown name is NXDOMAIN; the host's files stay."""
-    kube_cluster.require_local()
-    assert kube_cluster.dns, "the node agent publishes its DNS server in agent.json"
-    host_files = _digests()
-    ns = kube_namespace
+def _redis(kube_cluster: KubeCluster, ns: str) -> None:
+    """A redis pod (Debian's redis-server) behind the Service ``redis``."""
     redis = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -113,6 +105,19 @@ def test_c_programs_in_a_pod_resolve_service_names(
             "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]},
         },
     )
+
+
+def test_c_programs_in_a_pod_resolve_service_names(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    """``redis-cli -h redis ping`` as an exec readiness probe makes the pod Ready; glibc's
+    resolver finds ``redis``, ``redis.<ns>`` and ``redis.<ns>.svc.cluster.local`` at the
+    service proxy's loopback IP; an unknown name is NXDOMAIN; the host's files stay."""
+    kube_cluster.require_local()
+    assert kube_cluster.dns, "the node agent publishes its DNS server in agent.json"
+    host_files = _digests()
+    ns = kube_namespace
+    _redis(kube_cluster, ns)
     probe = {"exec": {"command": ["redis-cli", "-h", "redis", "ping"]}, "periodSeconds": 1}
     client = small_server_pod(ns, "client", container={"readinessProbe": probe})
     kube_cluster.kube.post(f"/api/v1/namespaces/{ns}/pods", client)
@@ -190,3 +195,18 @@ def test_headless_service_resolves_to_its_ready_pods(
     kube_cluster.wait_for(
         lambda: _a(_ask(kube_cluster, fqdn)) == [local["web-a"]], 30, "web-b to leave the answer"
     )
+
+
+def test_signaling_on_uvloop_reaches_redis_by_service_name(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    """The workload as shipped: ``redis://redis:6379/0`` from a signaling pod on uvloop,
+    whose resolver (libuv's getaddrinfo) never saw a Python-level shim; /readyz answers
+    503 until the pod's Redis registry and inbox are up."""
+    kube_cluster.require_local()
+    ns = kube_namespace
+    _redis(kube_cluster, ns)
+    kube_cluster.apply(signaling_deployment(ns, replicas=1, redis_url="redis://redis:6379/0"))
+    (pod,) = kube_cluster.wait_ready_pods(ns, "app=signaling", 1, timeout=90)
+    log = kube_cluster.pod_log(ns, pod["metadata"]["name"], "signaling")
+    assert "uvloop is not installed" not in log
