@@ -17,7 +17,6 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from tests.operator.harness import (
     room,
     workload_objects,
 )
+from tests.support import free_port, stop_process
 
 from bench.results import write_section
 from devcluster import control_plane
@@ -48,12 +48,6 @@ from signaling.client import Client
 SIGNALING = "app.kubernetes.io/name=signaling"
 ROOMS = int(os.environ.get("BENCH_ROOMS", "1000"))
 CLIENT_ROOMS = int(os.environ.get("BENCH_CLIENT_ROOMS", "100"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def say(msg: str) -> None:
@@ -87,13 +81,7 @@ class Operator:
         return 0.0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 20)
 
 
 def setup_namespace(cluster: KubeCluster, ns: str, redis_url: str, replicas: int) -> None:
@@ -283,8 +271,7 @@ def main() -> int:
         write_results(r1, r2, f"{os.cpu_count()} CPUs")
         return 0
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        stop_process(redis_proc)
         shutil.rmtree(redis_dir, ignore_errors=True)
         if not running:
             control_plane.down(state, say=lambda m: None)

@@ -35,7 +35,6 @@ import pstats
 import resource
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support import free_port, stop_process, wait_until
 
 from bench.results import write_section
 
@@ -93,12 +94,6 @@ Result = dict[str, Any]
 
 def say(msg: str) -> None:
     print(f"[workload-bench] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raise_nofile(want: int = 65536) -> int:
@@ -159,38 +154,32 @@ class Proc:
         raise RuntimeError("no VmRSS")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited; see {self.log}")
 
 
 def wait_http(url: str, proc: Proc, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited; see {proc.log}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.2)
-    raise RuntimeError(f"{proc.name} not ready at {url} within {timeout:.0f}s")
+    def serving() -> bool:
+        proc.check_alive()
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+        return False
+
+    wait_until(serving, timeout, f"{proc.name} to serve {url}", every=0.2)
 
 
 def wait_tcp(port: int, proc: Proc, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited; see {proc.log}")
+    def listening() -> bool:
+        proc.check_alive()
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{proc.name} not listening on {port}")
+            return True
+        return False
+
+    wait_until(listening, timeout, f"{proc.name} to listen on {port}", every=0.2)
 
 
 def npm_install() -> None:

@@ -3,11 +3,13 @@
 - ``redis_server``: a real ``redis-server`` (Debian's) per test session, on a free port.
 - ``start_pod``: starts ``python -m signaling serve`` as a separate process (a "pod"),
   waits for ``/readyz``, and stops it (SIGTERM, then SIGKILL) at the end of the test.
+
+The helpers under them (a free port, bounded waits, stopping a process) are in
+``tests/support.py``, which the benchmarks share.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -15,50 +17,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, free_port, stop_process, wait_until
 
 # The local Kubernetes control plane (kube_cluster, kube_namespace); see docs/cluster.md.
 pytest_plugins = ["devcluster.pytest_plugin"]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float, what: str, every: float = 0.05
-) -> Any:
-    """Await ``check`` until it returns something truthy, and return that; bounded in
-    time. Fails the test with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
-    """Poll ``check`` until it holds; bounded in time. Fails the test with ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass
@@ -80,13 +49,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
 
     def start(self) -> None:
         """(Re)start on the same port and data dir."""
@@ -176,14 +139,7 @@ class Pod:
         self.proc.wait(10)
 
     def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout)
 
 
 PodFactory = Callable[..., Pod]

@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+
+from tests.support import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -92,7 +93,7 @@ class Browser:
             ws = await http.ws_connect(ws_url, max_msg_size=0)
         except BaseException:
             await http.close()
-            await asyncio.to_thread(_stop_process, proc)
+            await asyncio.to_thread(stop_process, proc, 10, group=True)
             shutil.rmtree(profile, ignore_errors=True)
             raise
         browser = cls(proc, profile, http, ws)
@@ -145,7 +146,7 @@ class Browser:
         if self.proc.poll() is None and not self.ws.closed:
             with contextlib.suppress(Exception):
                 await self.send("Browser.close")
-        await asyncio.to_thread(_stop_process, self.proc)
+        await asyncio.to_thread(stop_process, self.proc, 10, group=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -277,21 +278,6 @@ def _start(executable: str, extra_args: Sequence[str]) -> tuple[subprocess.Popen
             time.sleep(0.05)
         raise RuntimeError(f"chromium wrote no DevToolsActivePort within {START_SECONDS}s")
     except BaseException:
-        _stop_process(proc)
+        stop_process(proc, 10, group=True)
         shutil.rmtree(profile, ignore_errors=True)
         raise
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the browser we started and its helpers (its own session's process group)."""
-    group = proc.pid  # start_new_session=True: the group id is the browser's pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-    # Helpers (renderer, zygote) may outlive the main process for a moment.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(5)

@@ -31,7 +31,8 @@ from meetingroom_operator.planning.rebalance import minimum_moves, skew
 from meetingroom_operator.store import Store
 from roomwire_contract import keys
 from signaling.client import Client
-from tests.conftest import RedisServer, eventually
+from tests.conftest import RedisServer
+from tests.support import eventually
 
 from .harness import (
     CRD,

@@ -48,7 +48,7 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
     import aiohttp
 
     from meetingroom_operator.metrics import serve
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     m = Metrics()
     m.skew.set(1.25)

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from meetingroom_operator.store import Store
 from roomwire_contract import keys
 from signaling.client import Client
-from tests.conftest import PodFactory, eventually, wait_ready
+from tests.conftest import PodFactory, wait_ready
+from tests.support import eventually
 
 SECRET = "test-control-secret-0123456789"
 ENV = {"SIGNALING_CONTROL_SECRET": SECRET, "SIGNALING_GRACE_S": "30"}

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 
 from signaling.client import Client
-from tests.conftest import ROOT, PodFactory, wait_until
+from tests.conftest import PodFactory
+from tests.support import ROOT, wait_until
 
 from .conftest import joined
 

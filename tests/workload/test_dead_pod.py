@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 
 from roomwire_contract import keys
 from signaling.client import Client
-from tests.conftest import Pod, PodFactory, eventually, wait_ready
+from tests.conftest import Pod, PodFactory, wait_ready
+from tests.support import eventually
 
 from .conftest import joined
 

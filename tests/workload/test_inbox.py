@@ -19,7 +19,8 @@ from roomwire_contract import keys
 from signaling import redis_registry
 from signaling.client import Client
 from signaling.redis_registry import RedisRegistry
-from tests.conftest import PodFactory, eventually, wait_ready
+from tests.conftest import PodFactory, wait_ready
+from tests.support import eventually
 
 from .test_resume import Sender, check_exactly_once, collect
 

@@ -18,15 +18,8 @@ import redis
 
 from roomwire_contract import keys
 from signaling.client import Client
-from tests.conftest import (
-    Pod,
-    PodFactory,
-    RedisServer,
-    free_port,
-    spawn_redis,
-    wait_ready,
-    wait_until,
-)
+from tests.conftest import Pod, PodFactory, RedisServer, spawn_redis, wait_ready
+from tests.support import free_port, wait_until
 
 from .conftest import joined
 

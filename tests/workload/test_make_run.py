@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from signaling.client import Client
-from tests.conftest import ROOT, free_port, wait_until
+from tests.support import ROOT, free_port, stop_process, wait_until
 
 
 async def test_make_run_on_a_fresh_clone(tmp_path: Path) -> None:
@@ -60,9 +59,4 @@ async def test_make_run_on_a_fresh_clone(tmp_path: Path) -> None:
         assert "OPEN DEVELOPMENT MODE" in log.read_text()
     finally:
         # make and the server it started share one process group, ours.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process(proc, 30, group=True)
