@@ -37,10 +37,10 @@ def make_registry(settings: Settings) -> Registry:
             settings.redis_url,
             settings.pod_id,
             resume_secret=resume_secret,
-            keep_max=settings.limits.grace_keep,
-            grace_s=settings.limits.grace_s,
+            keep_max=settings.grace_keep,
+            grace_s=settings.grace_s,
         )
-    return MemoryRegistry(settings.pod_id, keep_max=settings.limits.grace_keep)
+    return MemoryRegistry(settings.pod_id, keep_max=settings.grace_keep)
 
 
 async def serve(settings: Settings) -> None:
@@ -71,7 +71,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("SIGTERM: draining")
     try:
-        await asyncio.wait_for(hub.drain(), settings.limits.drain_s + 5)
+        await asyncio.wait_for(hub.drain(), settings.drain_s + 5)
     except TimeoutError:
         log.warning("drain deadline passed; closing the rest")
     await runner.cleanup()
