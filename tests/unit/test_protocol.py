@@ -237,7 +237,7 @@ def test_compact_inbox_messages_decode() -> None:
 def test_text_frames_written_directly_follow_rfc_6455(size: int) -> None:
     import struct
 
-    from signaling.server import text_frame
+    from signaling.hub.wsframes import text_frame
 
     payload = b"x" * size
     frame = text_frame(payload)
@@ -261,7 +261,8 @@ def test_emit_writes_straight_to_the_transport_on_either_loop(loop: str) -> None
 
     import uvloop
 
-    from signaling.server import Attachment, text_frame
+    from signaling.hub.attachment import Attachment
+    from signaling.hub.wsframes import text_frame
 
     async def main() -> None:
         got = bytearray()

@@ -3,8 +3,9 @@
 Layers, outermost first (checked by import-linter):
 
 - ``__main__`` — the ``signaling serve`` command: settings, signals, process lifecycle.
-- ``server`` — the aiohttp adapter: sockets, bounded outbound queues, local delivery,
-  drain, the inbox handler. All socket I/O happens here.
+- ``hub`` — the aiohttp adapter, one module per job (its docstring has the map):
+  sockets, bounded outbound queues, local delivery, join and resume, grace, relay, the
+  inbox handler, operator commands and drain, HTTP routes. All socket I/O happens here.
 - ``registry`` / ``redis_registry`` — where sessions and rooms are registered: in memory
   (the embedded default) or in Redis (many pods). All Redis I/O happens there.
 - ``protocol``, ``tokens``, ``control``, ``keys``, ``metrics`` — pure: no I/O. The

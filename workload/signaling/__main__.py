@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from .config import ConfigError, Settings, add_arguments, resolve
+from .hub import Hub, build_app
 from .registry import MemoryRegistry, Registry
-from .server import Hub, build_app
 
 log = logging.getLogger("signaling")
 

@@ -1,0 +1,59 @@
+"""One open WebSocket's outbound side: whole frames written straight to the transport,
+or queued behind a writer task when anything waits before them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .wsframes import text_frame
+
+
+@dataclass(eq=False)
+class Attachment:
+    """One open WebSocket and its bounded outbound queue."""
+
+    ws: web.WebSocketResponse
+    # The socket's transport. Typed as a write transport, not checked with isinstance:
+    # uvloop's transports do not derive from asyncio's classes.
+    transport: asyncio.WriteTransport | None = None
+    queue: deque[str] = field(default_factory=deque)
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+
+    def emit(self, text: str) -> None:
+        """Send now when nothing waits before it, else queue behind the writer task.
+
+        The direct path writes one whole unmasked text frame to the transport: no task
+        and no await per frame. Control frames aiohttp writes are whole frames as well,
+        so the two never interleave inside a frame.
+        """
+        t = self.transport
+        if (
+            not self.queue
+            and self.writer is None
+            and not self.closing
+            and t is not None
+            and not t.is_closing()
+            and not self.ws.closed
+            and t.get_write_buffer_size() == 0
+        ):
+            t.write(text_frame(text.encode()))
+            return
+        self.queue.append(text)
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(_write_queue(self))
+
+
+async def _write_queue(att: Attachment) -> None:
+    """Drain the queue with aiohttp's writer, which waits while the socket is full."""
+    try:
+        while att.queue:
+            await att.ws.send_str(att.queue.popleft())
+    except (ConnectionError, RuntimeError):
+        att.queue.clear()
+    finally:
+        att.writer = None

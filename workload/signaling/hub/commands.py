@@ -1,0 +1,108 @@
+"""Operator commands and drain: reconnect, migrate-room and drain; each client is told
+where to go (``reconnect`` or ``migrate``) before its socket closes with 1012."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from roomwire_contract import control
+
+from ..protocol import CloseCode
+from ..registry import RegistryError
+from .delivery import Delivery
+from .sessions import LocalSession
+from .state import PodState
+
+log = logging.getLogger("signaling")
+
+
+class Commands:
+    """What the operator asks of this pod, and the pod's own drain on SIGTERM."""
+
+    def __init__(self, pod: PodState, delivery: Delivery) -> None:
+        self.pod = pod
+        self.registry = pod.registry
+        self.limits = pod.limits
+        self.sessions = pod.index.sessions
+        self.index = pod.index
+        self.delivery = delivery
+
+    async def on_message(self, msg: dict[str, Any]) -> None:
+        """A signed command from the inbox; one with a bad signature is ignored."""
+        cmd = control.verify(self.pod.settings.control_secret, msg)
+        if cmd is None:
+            log.warning("ignored an operator command with a bad signature")
+            return
+        await self.run(cmd)
+
+    async def run(self, cmd: dict[str, Any]) -> None:
+        op = cmd.get("op")
+        log.info("operator command %s", op)
+        if op == "reconnect":
+            after = int(cmd.get("after_ms", 0))
+            for sid in cmd.get("sids") or []:
+                s = self.sessions.get(str(sid))
+                if s is not None and s.attachment is not None:
+                    self.pod.spawn(self._send_reconnect(s, after, 0.0, wait_negotiation=True))
+        elif op == "migrate-room":
+            room, url = str(cmd.get("room")), str(cmd.get("url"))
+            for s in self.index.room_members(room):
+                if s.attachment is not None:
+                    self.delivery.send_direct(
+                        s.attachment, {"type": "migrate", "url": url, "resume": s.resume_token}
+                    )
+                    self.pod.spawn(self._close_later(s, 2.0))
+        elif op == "drain":
+            self.pod.spawn(self.drain())
+
+    async def _send_reconnect(
+        self, s: LocalSession, after_ms: int, delay_s: float, wait_negotiation: bool = False
+    ) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        # A rebalance waits (bounded) for an offer/answer exchange to finish.
+        while wait_negotiation and s.negotiating:
+            await asyncio.sleep(0.1)
+        att = s.attachment
+        if att is None or att.closing:
+            return
+        self.delivery.send_direct(
+            att, {"type": "reconnect", "after_ms": after_ms, "resume": s.resume_token}
+        )
+        await self.delivery.close_socket(att, CloseCode.SERVICE_RESTART, "reconnect")
+
+    async def _close_later(self, s: LocalSession, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        att = s.attachment
+        if att is not None:
+            await self.delivery.close_socket(att, CloseCode.SERVICE_RESTART, "migrated")
+
+    async def drain(self) -> None:
+        """Stop taking connections; ask clients to reconnect, spread over the window."""
+        pod = self.pod
+        if pod.draining:
+            return
+        pod.draining = True
+        log.info("draining %d sessions over %.1fs", len(self.sessions), self.limits.drain_s)
+        with contextlib.suppress(RegistryError):
+            await self.registry.heartbeat(pod.stats(), [])
+        window = self.limits.drain_s * 0.8
+        jobs = []
+        for s in list(self.sessions.values()):
+            if s.attachment is not None:
+                delay = random.uniform(0, window)
+                jobs.append(self._send_reconnect(s, random.randint(0, 500), delay))
+        if jobs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*jobs, return_exceptions=True), self.limits.drain_s
+                )
+        # Give the last closes a moment to reach their clients, bounded.
+        deadline = time.monotonic() + 2.0
+        while pod.sockets and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,67 @@
+"""The hub: one pod's parts assembled, started in the background and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp import WSCloseCode
+
+from ..config import Settings
+from ..metrics import Metrics
+from ..registry import Registry
+from .commands import Commands
+from .delivery import Delivery
+from .grace import Grace
+from .heartbeat import Heartbeat
+from .inbox import Inbox
+from .join import Joins
+from .relay import Relays
+from .state import PodState
+from .websocket import WebSocketHandler
+
+
+class Hub:
+    """Sessions held by this process, and everything that happens to them."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.state = pod = PodState(settings, registry)
+        self.delivery = Delivery(pod)
+        self.joins = Joins(pod, self.delivery)
+        self.grace = Grace(pod, self.delivery)
+        self.relays = Relays(pod, self.delivery)
+        self.commands = Commands(pod, self.delivery)
+        self.heartbeat = Heartbeat(pod, self.delivery)
+        self.inbox = Inbox(pod, self.delivery, self.joins, self.commands)
+        self.websocket = WebSocketHandler(pod, self.delivery, self.joins, self.grace, self.relays)
+        self.handle_ws = self.websocket.handle
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.state.metrics
+
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
+
+    @property
+    def registry_ok(self) -> bool:
+        return self.state.registry_ok
+
+    async def start(self) -> None:
+        """Returns at once: the registry is reached in the background, with back-off, so
+        the pod serves /healthz from its first second whether Redis is up or not."""
+        await self.state.registry.start(self.inbox.on_message)
+        self.state.spawn(self.heartbeat.run())
+
+    async def drain(self) -> None:
+        await self.commands.drain()
+
+    async def stop(self) -> None:
+        pod = self.state
+        await pod.cancel_tasks()
+        for ws in list(pod.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        with contextlib.suppress(Exception):
+            await pod.registry.deregister()
+        await pod.registry.close()

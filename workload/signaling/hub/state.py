@@ -1,0 +1,70 @@
+"""What every part of the hub shares: settings, the registry, metrics, the session
+index, the open sockets, this pod's flags and its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Settings
+from ..metrics import Metrics
+from ..registry import PodStats, Registry
+from .sessions import SessionIndex
+
+
+class PodState:
+    """One pod's shared state. The flags change; the objects are never rebound."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.registry = registry
+        self.pod_id = settings.pod_id
+        self.index = SessionIndex()
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.draining = False
+        # False until the registry answered once, and whenever it stops answering:
+        # /readyz follows it, /healthz never does (a Redis outage is no reason to restart).
+        self.registry_ok = False
+        self.resume_secret = ""
+        self.metrics = Metrics(
+            lambda: len(self.sockets),
+            lambda: len(self.index.sessions),
+            lambda: len(self.index.rooms),
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; ``cancel_tasks`` ends it at shutdown."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    def stats(self) -> PodStats:
+        """This pod's numbers for its heartbeat; CPU is measured since the last call."""
+        now, used = time.monotonic(), time.process_time()
+        last_now, last_used = self._cpu_mark
+        self._cpu_mark = (now, used)
+        cpu = (used - last_used) / (now - last_now) if now > last_now else 0.0
+        return PodStats(
+            self.settings.advertise_url,
+            len(self.sockets),
+            len(self.index.sessions),
+            len(self.index.rooms),
+            self.draining,
+            round(cpu, 3),
+        )
