@@ -129,7 +129,12 @@ def room(ns: str, name: str, capacity: int, **spec: Any) -> Obj:
 class Follower:
     """A client that, on ``reconnect``, resumes through ``service_url`` after ``after_ms``
     and, on ``migrate``, resumes at the given URL. Counts the moves it was told to make
-    and keeps every relayed ``n`` it received, per sender."""
+    and keeps every relayed ``n`` it received, per sender.
+
+    With ``make_before_break``, a ``migrate`` is followed as the demo page follows it:
+    the new connection opens and resumes while the old one stays open, read until the
+    server closes it (when the new pod takes the session over) or for at most 2 s.
+    Otherwise the old connection is closed first."""
 
     client: Client
     service_url: str
@@ -142,6 +147,8 @@ class Follower:
     acked: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    make_before_break: bool = False
+    retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> None:
         self.ready.set()
@@ -161,6 +168,9 @@ class Follower:
             if kind == "reconnect":
                 self.moves += 1
                 await self._resume(self.service_url, int(frame.get("after_ms", 0)))
+            elif kind == "migrate" and self.make_before_break:
+                self.moves += 1
+                await self._switch(str(frame["url"]))
             elif kind == "migrate":
                 self.moves += 1
                 await self._resume(str(frame["url"]), 0)
@@ -200,6 +210,44 @@ class Follower:
                 await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
         raise AssertionError(f"{self.peer} could not resume: {self.errors[-3:]}")
 
+    async def _switch(self, url: str) -> None:
+        """Resume on a second connection to ``url``, then retire the first one."""
+        self.ready.clear()
+        old = self.client
+        for attempt in range(40):
+            new = Client(url)
+            new.room, new.peer, new.role = old.room, old.peer, old.role
+            new.resume_token, new.last_seq, new.last_rn = (
+                old.resume_token,
+                old.last_seq,
+                old.last_rn,
+            )
+            try:
+                await new.resume(url, timeout=5)
+                break
+            except (ClientError, OSError, TimeoutError) as e:
+                self.errors.append(f"{type(e).__name__}: {e}")
+                await new.close()
+                await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
+        else:
+            raise AssertionError(f"{self.peer} could not resume: {self.errors[-3:]}")
+        self.client = new
+        self.resumes += 1
+        self.ready.set()
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    async def _retire(self, old: Client) -> None:
+        """Take what the old connection still delivers until it closes (at most 2 s)."""
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(Closed, TimeoutError):
+            while (left := deadline - time.monotonic()) > 0:
+                frame = await old.recv(timeout=left)
+                if frame.get("type") not in ("reconnect", "migrate"):
+                    self._take(frame)
+        await old.close()
+
     async def send_n(self, to: str, n: int, timeout: float = 30) -> None:
         """Relay ``n`` to ``to`` until the server acknowledges it (resent across moves;
         the receiver deduplicates)."""
@@ -220,10 +268,11 @@ class Follower:
         raise AssertionError(f"{self.peer} could not send {n}")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        for task in [self.task, *self.retiring]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.client.close()
 
 

@@ -387,7 +387,9 @@ async def test_scales_to_capacity_and_down_after_the_window_removing_the_empties
 # ---- rebalance ---------------------------------------------------------------------
 
 
-async def _connect_rooms(service_url: str, rooms: int, per_room: int) -> list[Follower]:
+async def _connect_rooms(
+    service_url: str, rooms: int, per_room: int, make_before_break: bool = False
+) -> list[Follower]:
     followers: list[Follower] = []
     sem = asyncio.Semaphore(50)
 
@@ -396,7 +398,9 @@ async def _connect_rooms(service_url: str, rooms: int, per_room: int) -> list[Fo
             cl = Client(service_url)
             await cl.connect()
             await cl.join(f"room-{r}", f"r{r}p{p}")
-            return Follower(cl, service_url, f"room-{r}", f"r{r}p{p}")
+            follower = Follower(cl, service_url, f"room-{r}", f"r{r}p{p}")
+            follower.make_before_break = make_before_break
+            return follower
 
     followers = list(
         await asyncio.gather(*(one(r, p) for r in range(rooms) for p in range(per_room)))
@@ -614,7 +618,9 @@ async def test_scale_out_and_its_rebalance_make_one_scaling_step(
     assert math.ceil(clients / per_pod) == 6 and math.ceil(clients * 1.05 / per_pod) == 7
     stack = await asyncio.to_thread(make_stack, kube_cluster, kube_namespace, redis_db_url, 3)
     url = await asyncio.to_thread(stack.service_url)
-    followers = await _connect_rooms(url, clients // 4, 4)
+    # Clients follow `migrate` as the demo page does: the old socket stays open beside
+    # the new one until the old pod hands the session over.
+    followers = await _connect_rooms(url, clients // 4, 4, make_before_break=True)
     traffic = Traffic(followers)
     traffic.start()
     watch = ReplicaWatch(stack)
@@ -639,15 +645,14 @@ async def test_scale_out_and_its_rebalance_make_one_scaling_step(
                 print(stack.cluster.pod_log(stack.ns, name, "operator")[-3000:])
             raise
         await asyncio.to_thread(kube_cluster.wait_ready_pods, stack.ns, SIGNALING, 6, 90)
-        pods = await asyncio.to_thread(stack.pod_names)
-        assert len(pods) == 6, pods
 
         async def balanced() -> Counter[str] | None:
-            counts = await _counts(store, pods)
+            # on the pods there are (a 7th, if one came, is part of the result)
+            counts = await _counts(store, await asyncio.to_thread(stack.pod_names))
             ok = sum(counts.values()) == clients and skew(counts) <= 1.15
             return counts if ok else None
 
-        after = await eventually(balanced, 90, "max/mean <= 1.15 on 6 pods", every=0.2)
+        after = await eventually(balanced, 90, "max/mean <= 1.15", every=0.5)
         took = time.monotonic() - started
         r = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
         try:
@@ -670,6 +675,7 @@ async def test_scale_out_and_its_rebalance_make_one_scaling_step(
             "minimum": minimum,
             "ratio": round(moved / minimum, 3) if minimum else 0.0,
             "skew": round(skew(after), 3),
+            "sessions per pod": sorted(after.values(), reverse=True),
             "replicas": watch.values,
             "operator log": logged,
             "rebalance log": waves,
