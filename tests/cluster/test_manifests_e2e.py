@@ -1,0 +1,354 @@
+"""The shipped manifests, applied verbatim, as a user would, on the local cluster.
+
+``kubectl apply -k manifests/`` then ``kubectl apply -k manifests/samples/``: no URL,
+image or namespace substituted, nothing removed. The tests of this module share that one
+deployment (namespace ``roomwire``, as shipped) and run in order:
+
+1. every Deployment Available within 60 s, the sample MeetingRooms Ready, no container
+   restarted;
+2. clients through the Service join a sample room and relay across pods; the operator
+   scales out for a new room and the new pod takes connections; a pod deleted drains
+   and its clients resume elsewhere without loss;
+3. the Redis process stopped for 30 s (SIGSTOP, then SIGCONT: the container stays, its
+   data too): no pod restarts, every signaling pod's and the operator's ``/readyz``
+   503 during, 200 within 5 s after;
+4. issue 14 with the operator running: kill -9 of one signaling pod; offers to its peer at
+   3, 8, 13 and 20 s all acked, all delivered in order, exactly once, when the peer
+   resumes on another pod at 25 s; the dead pod's sessions turned to grace once (by the
+   operator or a surviving pod, never both).
+
+Opt-in: ``-m cluster``. About three minutes on a 2-core machine, most of it the
+scenario's own schedule (a 30 s drain, a 30 s outage, the 25 s of issue 14).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from devcluster.pytest_plugin import KubeCluster
+from signaling.client import Client
+from tests.operator.harness import Follower
+from tests.support import ROOT, eventually
+
+pytestmark = pytest.mark.cluster
+
+NS = "roomwire"  # the shipped namespace
+SIGNALING = "app.kubernetes.io/name=signaling"
+OPERATOR = "app.kubernetes.io/name=meetingroom-operator"
+REDIS = "app.kubernetes.io/name=redis"
+DEPLOYMENTS = ("meetingroom-operator", "redis", "signaling")
+# The samples' phases: all-hands has its meeting window in 2030, so it waits Idle.
+SAMPLE_PHASES = {"all-hands": "Idle", "boardroom": "Ready", "huddle-2": "Ready"}
+MR = f"/apis/rtc.roomwire.io/v1alpha1/namespaces/{NS}/meetingrooms"
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Deployed:
+    cluster: KubeCluster
+    available_s: float  # kubectl apply -k manifests/ -> every Deployment Available
+    rooms_ready_s: float
+    log: list[str] = field(default_factory=list)
+
+    # -- reading the cluster
+    def pods(self, selector: str = "") -> list[Obj]:
+        return self.cluster.pods(NS, selector)
+
+    def ready(self, selector: str) -> list[Obj]:
+        return self.cluster.ready_pods(NS, selector)
+
+    def by_name(self, selector: str) -> dict[str, Obj]:
+        return {p["metadata"]["name"]: p for p in self.ready(selector)}
+
+    def restarts(self, selector: str = "") -> dict[str, int]:
+        """restartCount of every container of every pod (not being deleted)."""
+        return {
+            f"{p['metadata']['name']}/{cs['name']}": int(cs.get("restartCount", 0))
+            for p in self.pods(selector)
+            if not p["metadata"].get("deletionTimestamp")
+            for cs in (p.get("status") or {}).get("containerStatuses") or []
+        }
+
+    def replicas(self, name: str = "signaling") -> int:
+        d = self.cluster.kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+        return int(d["spec"]["replicas"])
+
+    def service_url(self) -> str:
+        host, port = self.cluster.service_address(NS, "signaling", 80)
+        return f"ws://{host}:{port}/ws"
+
+    def direct_url(self, pod: Obj) -> str:
+        return f"ws://{self.cluster.local_ip(pod)}:8080/ws"
+
+    def pid(self, pod: Obj, container: str) -> int:
+        """The container's process, as the node agent records it."""
+        assert self.cluster.state_dir is not None
+        uid = pod["metadata"]["uid"]
+        files = list(self.cluster.state_dir.rglob(f"pod-{uid}-{container}.json"))
+        assert files, f"no pid record for {pod['metadata']['name']}/{container}"
+        return int(json.loads(files[0].read_text())["pid"])
+
+    def logs(self, selector: str, container: str) -> dict[str, str]:
+        return {
+            p["metadata"]["name"]: self.cluster.pod_log(NS, p["metadata"]["name"], container)
+            for p in self.pods(selector)
+        }
+
+
+def _available(d: Obj) -> bool:
+    st = d.get("status") or {}
+    want = int(d["spec"].get("replicas", 1))
+    conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+    return (
+        conds.get("Available") == "True"
+        and st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and st.get("availableReplicas", 0) >= want
+        and st.get("updatedReplicas", 0) >= want
+    )
+
+
+def _room_phases(cluster: KubeCluster) -> dict[str, str]:
+    got = cluster.kube.get_or_none(MR)
+    return {
+        o["metadata"]["name"]: str((o.get("status") or {}).get("phase", ""))
+        for o in (got or {}).get("items") or []
+    }
+
+
+@pytest.fixture(scope="module")
+def deployed(kube_cluster: KubeCluster) -> Iterator[Deployed]:
+    kube_cluster.require_local()
+    if kube_cluster.kube.get_or_none(f"/api/v1/namespaces/{NS}") is not None:
+        pytest.fail(f"namespace {NS} exists already on this cluster: not a fresh install")
+    started = time.monotonic()
+    out = kube_cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
+    print(out.stdout)
+    samples = kube_cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "samples"), check=False)
+    print(samples.stdout, samples.stderr)
+    assert samples.returncode == 0, samples.stderr
+
+    def every_deployment_available() -> list[str] | None:
+        items = kube_cluster.kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments")["items"]
+        names = sorted(d["metadata"]["name"] for d in items if _available(d))
+        return names if names == sorted(DEPLOYMENTS) else None
+
+    try:
+        kube_cluster.wait_for(every_deployment_available, 120, "every Deployment Available")
+    finally:
+        available_s = time.monotonic() - started
+        for p in kube_cluster.pods(NS):
+            print(p["metadata"]["name"], json.dumps(p.get("status"), default=str)[:1500])
+    print(f"every Deployment Available {available_s:.1f} s after kubectl apply -k manifests/")
+
+    def rooms_ready() -> dict[str, str] | None:
+        phases = _room_phases(kube_cluster)
+        return phases if phases == SAMPLE_PHASES else None
+
+    try:
+        kube_cluster.wait_for(rooms_ready, 60, f"sample MeetingRooms {SAMPLE_PHASES}")
+    finally:
+        print("rooms:", _room_phases(kube_cluster))
+    rooms_ready_s = time.monotonic() - started
+    print(f"sample MeetingRooms Ready {rooms_ready_s:.1f} s after kubectl apply -k manifests/")
+    for p in kube_cluster.pods(NS):
+        print(p["metadata"]["name"], "ready", p["metadata"].get("labels"))
+    yield Deployed(kube_cluster, available_s, rooms_ready_s)
+    kube_cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_manifests_come_up_verbatim_within_60s_with_no_restarts(deployed: Deployed) -> None:
+    assert deployed.available_s <= 60, f"Available after {deployed.available_s:.1f} s"
+    restarts = deployed.restarts()
+    print("restartCount:", restarts)
+    assert len(restarts) == 4 and set(restarts.values()) == {0}, restarts
+    assert deployed.replicas() >= 2
+
+
+# ---- clients ---------------------------------------------------------------------------
+
+
+async def _join(url: str, room: str, peer: str, service_url: str) -> Follower:
+    """A client that joins at ``url`` and follows reconnect/migrate orders (and resumes
+    through the Service when its connection drops)."""
+    cl = Client(url)
+    await cl.connect()
+    await cl.join(room, peer)
+    f = Follower(cl, service_url, room, peer)
+    f.start()
+    return f
+
+
+def _pod(f: Follower) -> str:
+    return str(f.client.joined.get("pod", ""))
+
+
+async def _leave(followers: list[Follower]) -> None:
+    """End the sessions (``leave``), so that no grace session outlives the test."""
+    for f in followers:
+        if f.task is not None:
+            f.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await f.task
+        with contextlib.suppress(Exception):
+            await f.client.send({"type": "leave"})
+            await f.client.wait_closed(5)
+        await f.client.close()
+
+
+@dataclass
+class Ring:
+    """Each client relays ``candidate {n}`` to the next one, round after round, each
+    frame resent until acked; every acked ``n`` must arrive."""
+
+    followers: list[Follower]
+    sent: dict[str, int] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def pairs(self) -> list[tuple[Follower, Follower]]:
+        fs = self.followers
+        return [(fs[i], fs[(i + 1) % len(fs)]) for i in range(len(fs))]
+
+    async def round(self) -> None:
+        async def one(a: Follower, b: Follower) -> None:
+            n = self.sent.get(a.peer, 0)
+            await a.send_n(b.peer, n, timeout=60)
+            self.sent[a.peer] = n + 1
+
+        await asyncio.gather(*(one(a, b) for a, b in self.pairs()))
+
+    async def _run(self, every: float) -> None:
+        while not self.stopping.is_set():
+            await self.round()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+
+    def start(self, every: float = 0.5) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(every))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.task is not None:
+            await self.task
+
+    def missing(self) -> dict[str, list[int]]:
+        return {
+            a.peer: sorted(set(range(self.sent.get(a.peer, 0))) - set(b.received.get(a.peer, [])))
+            for a, b in self.pairs()
+            if set(b.received.get(a.peer, [])) != set(range(self.sent.get(a.peer, 0)))
+        }
+
+    async def check(self) -> int:
+        """Every acked frame delivered (bounded wait); returns how many were."""
+
+        async def complete() -> bool:
+            return not self.missing()
+
+        with contextlib.suppress(AssertionError):
+            await eventually(complete, 15, "every acked frame delivered")
+        assert not self.missing(), f"lost: {self.missing()}"
+        return sum(self.sent.values())
+
+
+def _apply_room(d: Deployed, name: str, capacity: int) -> None:
+    room = {
+        "apiVersion": "rtc.roomwire.io/v1alpha1",
+        "kind": "MeetingRoom",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"displayName": name, "capacity": capacity},
+    }
+    d.cluster.apply(room)
+
+
+async def test_clients_through_the_service_relay_scale_out_and_a_pod_deleted(
+    deployed: Deployed,
+) -> None:
+    d = deployed
+    url = await asyncio.to_thread(d.service_url)
+    old = sorted(await asyncio.to_thread(d.by_name, SIGNALING))
+    assert len(old) == 2, old
+    followers: list[Follower] = []
+    ring = Ring(followers)
+    try:
+        # Through the Service: random endpoints, until both pods hold clients.
+        for i in range(24):
+            followers.append(await _join(url, "boardroom", f"b{i}", url))
+            if i >= 5 and {_pod(f) for f in followers} == set(old):
+                break
+        by_pod = {p: sum(_pod(f) == p for f in followers) for p in old}
+        print("boardroom clients per pod:", by_pod)
+        assert set(by_pod) == set(old) and all(by_pod.values()), by_pod
+        await ring.round()
+        await ring.check()
+        cross = sum(_pod(a) != _pod(b) for a, b in ring.pairs())
+        print(f"relay: {len(ring.pairs())} pairs, {cross} of them across pods")
+        assert cross >= 1
+        ring.start()
+
+        # Scale-out, as the operator decides it: a 300-seat room asks for one more pod.
+        started = time.monotonic()
+        await asyncio.to_thread(_apply_room, d, "town-hall", 300)
+        await eventually(lambda: asyncio.to_thread(lambda: d.replicas() == 3), 30, "replicas 3")
+        pods = await asyncio.to_thread(d.cluster.wait_ready_pods, NS, SIGNALING, 3, 60)
+        took = time.monotonic() - started
+        new = sorted({p["metadata"]["name"] for p in pods} - set(old))
+        print(f"operator scaled signaling 2 -> 3: new pod {new} Ready {took:.1f} s after the room")
+        assert len(new) == 1
+        # The new pod takes connections through the Service.
+        newcomers: list[Follower] = []
+        for i in range(30):
+            f = await _join(url, "boardroom", f"t{i}", url)
+            newcomers.append(f)
+            if _pod(f) == new[0]:
+                break
+        print(
+            "newcomers per pod:",
+            {p: [_pod(f) for f in newcomers].count(p) for p in [*old, *new]},
+        )
+        on_new = [f for f in newcomers if _pod(f) == new[0]]
+        assert on_new, f"no connection through the Service reached {new[0]}"
+        talk = Ring([on_new[0], followers[0]])
+        await talk.round()
+        await talk.check()
+        await _leave([f for f in newcomers])
+
+        # A pod deleted (graceful): it drains, its clients resume elsewhere, no loss.
+        victim = max(old, key=lambda p: sum(_pod(f) == p for f in followers))
+        moved = [f for f in followers if _pod(f) == victim]
+        deleted = time.monotonic()
+        await asyncio.to_thread(
+            d.cluster.kubectl, "delete", "pod", "-n", NS, victim, "--wait=false"
+        )
+
+        async def resumed_elsewhere() -> bool:
+            return all(_pod(f) not in ("", victim) and f.ready.is_set() for f in moved)
+
+        await eventually(resumed_elsewhere, 60, f"clients of {victim} resumed elsewhere")
+        print(
+            f"pod {victim} deleted: its {len(moved)} clients resumed on other pods "
+            f"{time.monotonic() - deleted:.1f} s later"
+        )
+        assert all(f.client.joined.get("resumed") for f in moved)
+        await asyncio.to_thread(d.cluster.wait_ready_pods, NS, SIGNALING, 3, 60)
+        await ring.stop()
+        delivered = await ring.check()
+        print(f"ring: {delivered} frames acked and delivered across scale-out and deletion")
+        restarts = await asyncio.to_thread(d.restarts)
+        print("restartCount:", restarts)
+        assert set(restarts.values()) == {0}, restarts
+    finally:
+        ring.stopping.set()
+        if ring.task is not None:
+            ring.task.cancel()
+            with contextlib.suppress(BaseException):
+                await ring.task
+        await _leave(followers)
