@@ -17,8 +17,8 @@ deployment (namespace ``roomwire``, as shipped) and run in order:
    resumes on another pod at 25 s; the dead pod's sessions turned to grace once (by the
    operator or a surviving pod, never both).
 
-Opt-in: ``-m cluster``. About three minutes on a 2-core machine, most of it the
-scenario's own schedule (a 30 s drain, a 30 s outage, the 25 s of issue 14).
+Opt-in: ``-m cluster``. About 90 s on a 2-core machine (cluster start included), most of
+it the scenarios' own schedules (a drain, the 30 s outage, the 25 s of issue 14).
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,3 +359,250 @@ async def test_clients_through_the_service_relay_scale_out_and_a_pod_deleted(
             with contextlib.suppress(BaseException):
                 await ring.task
         await _leave(followers)
+
+
+# ---- Redis away for 30 s -------------------------------------------------------------
+
+
+def _status(url: str) -> int:
+    """The HTTP status of a GET (0: no answer within a second)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+@dataclass
+class ReadyzWatch:
+    """Every ``/readyz`` answer of each target, timestamped, polled every 0.2 s."""
+
+    urls: dict[str, str]
+    seen: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while not self.stopping.is_set():
+            codes = await asyncio.gather(
+                *(asyncio.to_thread(_status, u) for u in self.urls.values())
+            )
+            now = time.monotonic()
+            for name, code in zip(self.urls, codes, strict=True):
+                self.seen.setdefault(name, []).append((now, code))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.2)
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.task is not None:
+            await self.task
+
+    def ok_for(self, since: float, span: float) -> bool:
+        """Every target answered 200, and only 200, for ``span`` s, after ``since``."""
+        for s in self.seen.values():
+            after = [(at, code) for at, code in s if at >= since]
+            bad = max((at for at, code in after if code != 200), default=since)
+            ok = [at for at, code in after if code == 200 and at > bad]
+            if not ok or ok[-1] - ok[0] < span:
+                return False
+        return True
+
+    def figures(self, stopped: float, resumed: float) -> dict[str, dict[str, float | None]]:
+        """Per target: seconds from the stop to its first non-200, and from the resume to
+        the first 200 after which it stayed 200."""
+        out: dict[str, dict[str, float | None]] = {}
+        for name, s in self.seen.items():
+            down = next((at - stopped for at, code in s if stopped <= at and code != 200), None)
+            after = [(at, code) for at, code in s if at >= resumed]
+            last_bad = max((at for at, code in after if code != 200), default=None)
+            ok = [at for at, code in after if code == 200 and (last_bad is None or at > last_bad)]
+            out[name] = {
+                "unready_after_s": None if down is None else round(down, 2),
+                "ready_again_s": round(ok[0] - resumed, 2) if ok else None,
+            }
+        return out
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+async def test_redis_stopped_for_30s_no_restarts_and_readiness_follows(
+    deployed: Deployed,
+) -> None:
+    """The Redis process stopped (SIGSTOP) for 30 s, then continued: to every client it
+    answers nothing, as a hung or cut-off Redis. The node agent's TCP probes still
+    connect (the kernel accepts), so the Redis container is not restarted either."""
+    d = deployed
+    redis_pod = (await asyncio.to_thread(d.ready, REDIS))[0]
+    pid = await asyncio.to_thread(d.pid, redis_pod, "redis")
+    assert await asyncio.to_thread(_comm, pid) == "redis-server"
+    signaling = await asyncio.to_thread(d.ready, SIGNALING)
+    operator = await asyncio.to_thread(d.ready, OPERATOR)
+    urls = {p["metadata"]["name"]: f"http://{d.cluster.local_ip(p)}:8080/readyz" for p in signaling}
+    urls |= {p["metadata"]["name"]: f"http://{d.cluster.local_ip(p)}:9090/readyz" for p in operator}
+    before = await asyncio.to_thread(d.restarts)
+    assert {n: _status(u) for n, u in urls.items()} == dict.fromkeys(urls, 200)
+    watch = ReadyzWatch(urls)
+    watch.start()
+    api_unready: set[str] = set()  # pods the API showed not Ready during the outage
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        while time.monotonic() < stopped + 30:  # the scenario's own schedule
+            ready = await asyncio.to_thread(d.by_name, "")
+            api_unready |= set(urls) - set(ready)
+            await asyncio.sleep(1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    try:
+
+        async def back() -> bool:
+            return watch.ok_for(resumed, 1.0)
+
+        await eventually(back, 15, "every /readyz 200 again (for a second)")
+    finally:
+        await watch.stop()
+    figures = watch.figures(stopped, resumed)
+    print("Redis stopped 30 s; /readyz per pod:", figures)
+    api_back = await asyncio.to_thread(
+        d.cluster.wait_for,
+        lambda: set(urls) <= set(d.by_name("")),
+        15,
+        "every pod Ready in the API again",
+    )
+    print(
+        f"pods the API showed not Ready during: {sorted(api_unready)}; "
+        f"all Ready again {time.monotonic() - resumed:.1f} s after Redis continued ({api_back})"
+    )
+    after = await asyncio.to_thread(d.restarts)
+    print("restartCount:", after)
+    for name, f in figures.items():
+        assert f["unready_after_s"] is not None, f"{name} stayed ready without Redis"
+        assert f["ready_again_s"] is not None and f["ready_again_s"] <= 5, (name, f)
+    assert after == before and set(after.values()) == {0}, (before, after)
+    assert api_unready == set(urls), api_unready
+
+
+# ---- issue 14: kill -9 with the operator running ---------------------------------------
+
+REAPED = re.compile(r"pod (\S+) stopped heartbeating: (\d+) of its sessions now in grace")
+DIED = re.compile(r"pod (\S+) died: (\d+) sessions to grace")
+SESSIONS = re.compile(r"^roomwire_sessions(?:\{[^}]*\})? (\S+)$", re.M)
+
+
+def _conversions(d: Deployed, dead: str) -> list[tuple[str, int]]:
+    """(whose log, sessions turned) for every line, in every pod log of the namespace
+    (deleted pods' too), that turned ``dead``'s sessions to grace: a signaling pod's
+    ``stopped heartbeating`` or the operator's ``died``."""
+    assert d.cluster.state_dir is not None
+    out = []
+    for path in sorted((d.cluster.state_dir / "logs" / "pods").glob(f"{NS}_*.log")):
+        text = path.read_text(errors="replace")
+        for pattern in (REAPED, DIED):
+            out += [(path.stem, int(m[2])) for m in pattern.finditer(text) if m[1] == dead]
+    return out
+
+
+def _held(d: Deployed, pod: Obj) -> int:
+    """The sessions a pod holds, from its own ``roomwire_sessions`` gauge."""
+    url = f"http://{d.cluster.local_ip(pod)}:8080/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        m = SESSIONS.search(r.read().decode())
+    assert m, "no roomwire_sessions gauge"
+    return int(float(m[1]))
+
+
+def _answers(frame_id: int, frame: Obj) -> bool:
+    return frame.get("id") == frame_id
+
+
+async def _at(start: float, offset: float) -> None:
+    """Until ``offset`` seconds after ``start`` (the scenario's own schedule)."""
+    await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+
+
+async def _more(c: Client, kind: str, within: float) -> list[Obj]:
+    out = []
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            f = await c.recv(left)
+        except TimeoutError:
+            break
+        if f["type"] == kind:
+            out.append(f)
+    return out
+
+
+async def test_kill_9_offers_acked_then_delivered_once_on_resume_with_the_operator(
+    deployed: Deployed,
+) -> None:
+    """Issue 14 on the cluster, the operator running: alice on pod 1, bob on pod 2;
+    kill -9 of pod 1; bob's offers to alice at 3, 8, 13 and 20 s are all acked; alice
+    resumes on pod 2 at 25 s and gets all four, in order, exactly once. Pod 1's sessions
+    were turned to grace once: by the operator or by a surviving pod, not both."""
+    d = deployed
+    pods = sorted(await asyncio.to_thread(d.ready, SIGNALING), key=lambda p: p["metadata"]["name"])
+    assert len(pods) >= 2
+    pod1, pod2 = pods[0], pods[1]
+    name1, name2 = pod1["metadata"]["name"], pod2["metadata"]["name"]
+    a, b = Client(d.direct_url(pod1)), Client(d.direct_url(pod2))
+    try:
+        await a.connect()
+        await a.join("huddle-2", "alice")
+        await b.connect()
+        await b.join("huddle-2", "bob")
+        assert (a.joined["pod"], b.joined["pod"]) == (name1, name2)
+        held = await asyncio.to_thread(_held, d, pod1)
+        before = await asyncio.to_thread(d.restarts)
+        pid = await asyncio.to_thread(d.pid, pod1, "signaling")
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        print(f"kill -9 of {name1} (pid {pid}), holding {held} session(s)")
+        answers = []
+        for i, offset in enumerate((3, 8, 13, 20)):
+            await _at(killed, offset)
+            await b.relay("offer", "alice", {"n": i}, frame_id=i)
+            answers.append(await b.recv_until(partial(_answers, i), timeout=10))
+        print("answers to bob's offers at 3, 8, 13, 20 s:", [f["type"] for f in answers])
+        assert [f["type"] for f in answers] == ["ack"] * 4, answers
+
+        await _at(killed, 25)
+        reply = await a.resume(d.direct_url(pod2))
+        assert reply["resumed"] is True and reply["pod"] == name2, reply
+        got = [await a.recv_until(lambda f: f["type"] == "offer", timeout=5) for _ in range(4)]
+        extra = await _more(a, "offer", 1.0)  # a copy would come right behind the kept ones
+        print(
+            f"alice resumed on {name2} at 25 s: kept {reply.get('kept')}, "
+            f"offers {[f['data']['n'] for f in got]}, seq {[f['seq'] for f in got]}, "
+            f"extra {len(extra)}"
+        )
+        assert [f["data"]["n"] for f in got] == [0, 1, 2, 3]
+        assert all(f["from"] == "bob" for f in got)
+        seqs = [f["seq"] for f in got]
+        assert seqs == list(range(seqs[0], seqs[0] + 4)), seqs
+        assert extra == [], extra
+        left = [f for f in await _more(b, "peer-left", 0.1) if f.get("peer") == "alice"]
+        assert left == [], left  # she was in grace, never gone
+
+        conversions = await asyncio.to_thread(_conversions, d, name1)
+        print(f"who turned {name1}'s sessions to grace:", conversions)
+        assert sum(n for _, n in conversions) == held, (held, conversions)
+        assert len([n for _, n in conversions if n]) == 1, conversions
+        after = await asyncio.to_thread(d.restarts)
+        print("restartCount:", after)
+        expected = {**before, f"{name1}/signaling": before[f"{name1}/signaling"] + 1}
+        assert after == expected, (before, after)  # only the killed container restarted
+    finally:
+        for c in (a, b):
+            with contextlib.suppress(Exception):
+                await c.send({"type": "leave"})
+            await c.close()
