@@ -9,9 +9,10 @@ frames and checking what it asks for. The server adapter carries the intents out
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import orjson
 
@@ -136,6 +137,76 @@ class Leave:
 
 
 Intent: TypeAlias = Send | Close | Join | Relay | RoomEvent | Leave
+
+
+# ---- frames the server sends (docs/protocol.md, "Server to client") -----------------
+# One builder per frame the server makes itself; relayed frames are the client's, stamped.
+
+
+class Handover(NamedTuple):
+    """What a resume handed over: frames kept for the session and those dropped."""
+
+    kept: int
+    dropped: int
+
+
+def joined(
+    *,
+    room: str,
+    peer: str,
+    role: Role,
+    session: str,
+    resume: str,
+    peers: Iterable[tuple[str, str]],
+    epoch: str,
+    offset: int,
+    pod: str,
+    handover: Handover | None = None,
+    frame_id: str | int | None = None,
+) -> Frame:
+    """The answer to ``join``: ``peers`` are (peer, role) pairs; ``handover`` is set on a
+    resume (then ``resumed`` is true and ``kept`` and ``dropped`` are sent)."""
+    out: Frame = {
+        "type": "joined",
+        "room": room,
+        "peer": peer,
+        "role": role.value,
+        "session": session,
+        "resume": resume,
+        "peers": [{"peer": p, "role": r} for p, r in peers],
+        "epoch": epoch,
+        "offset": offset,
+        "pod": pod,
+        "resumed": handover is not None,
+    }
+    if handover is not None:
+        out["kept"] = handover.kept
+        out["dropped"] = handover.dropped
+    if frame_id is not None:
+        out["id"] = frame_id
+    return out
+
+
+def peer_joined(peer: str, role: str) -> Frame:
+    return {"type": "peer-joined", "peer": peer, "role": role}
+
+
+def peer_left(peer: str, role: str) -> Frame:
+    return {"type": "peer-left", "peer": peer, "role": role}
+
+
+def migrate(url: str, resume: str) -> Frame:
+    """Reconnect to ``url`` and resume with this token (an operator rebalance)."""
+    return {"type": "migrate", "url": url, "resume": resume}
+
+
+def reconnect(after_ms: int, resume: str) -> Frame:
+    """The server closes (1012): reconnect through the Service after the delay, resume."""
+    return {"type": "reconnect", "after_ms": after_ms, "resume": resume}
+
+
+def pong() -> Frame:
+    return {"type": "pong"}
 
 
 def error(code: ErrorCode, message: str, frame_id: str | int | None = None) -> Frame:
@@ -293,7 +364,7 @@ class Connection:
         self, kind: str, frame: Frame, frame_id: str | int | None, now: float
     ) -> list[Intent]:
         if kind == "ping":
-            return [Send({"type": "pong"})]
+            return [Send(pong())]
         if kind == "join":
             return self._join(frame, frame_id, now)
         if self.joined is None:

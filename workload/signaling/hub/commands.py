@@ -12,7 +12,7 @@ from typing import Any
 
 from roomwire_contract import control
 
-from ..protocol import CloseCode
+from ..protocol import CloseCode, migrate, reconnect
 from ..registry import RegistryError
 from .delivery import Delivery
 from .sessions import LocalSession
@@ -53,9 +53,7 @@ class Commands:
             room, url = str(cmd.get("room")), str(cmd.get("url"))
             for s in self.index.room_members(room):
                 if s.attachment is not None:
-                    self.delivery.send_direct(
-                        s.attachment, {"type": "migrate", "url": url, "resume": s.resume_token}
-                    )
+                    self.delivery.send_direct(s.attachment, migrate(url, s.resume_token))
                     self.pod.spawn(self._close_later(s, 2.0))
         elif op == "drain":
             self.pod.spawn(self.drain())
@@ -71,9 +69,7 @@ class Commands:
         att = s.attachment
         if att is None or att.closing:
             return
-        self.delivery.send_direct(
-            att, {"type": "reconnect", "after_ms": after_ms, "resume": s.resume_token}
-        )
+        self.delivery.send_direct(att, reconnect(after_ms, s.resume_token))
         await self.delivery.close_socket(att, CloseCode.SERVICE_RESTART, "reconnect")
 
     async def _close_later(self, s: LocalSession, delay_s: float) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..protocol import peer_left
 from ..registry import RegistryError
 from .delivery import Delivery
 from .sessions import LocalSession
@@ -54,9 +55,7 @@ class Grace:
         except RegistryError:
             removed = True
         if removed:
-            await self.delivery.room_notice(
-                s.room, {"type": "peer-left", "peer": s.peer, "role": s.role.value}, s.sid
-            )
+            await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid)
 
     async def leave(self, s: LocalSession) -> None:
         """The peer sent ``leave``: the session ends now."""
@@ -66,6 +65,4 @@ class Grace:
             await self.registry.remove(s.sid, s.room, s.peer)
         except RegistryError as e:
             log.warning("leave of %s not registered: %s", s.sid, e)
-        await self.delivery.room_notice(
-            s.room, {"type": "peer-left", "peer": s.peer, "role": s.role.value}, s.sid
-        )
+        await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..protocol import CloseCode
+from ..protocol import CloseCode, peer_left
 from ..registry import RegistryError, SessionRecord
 from .delivery import Delivery
 from .sessions import busy_change
@@ -90,6 +90,4 @@ class Heartbeat:
             except RegistryError:
                 return
             for peer in gone:
-                await self.delivery.room_notice(
-                    room, {"type": "peer-left", "peer": peer.peer, "role": peer.role}, ""
-                )
+                await self.delivery.room_notice(room, peer_left(peer.peer, peer.role), "")

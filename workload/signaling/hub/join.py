@@ -15,10 +15,13 @@ from ..protocol import (
     CloseCode,
     Connection,
     ErrorCode,
+    Handover,
     Join,
     ResumeClaim,
     error,
+    joined,
     make_resume_token,
+    peer_joined,
     read_resume_token,
 )
 from ..registry import RegistryError, RoomFull
@@ -102,25 +105,21 @@ class Joins:
                 await self.registry.notify_takeover(out.replaced_pod, out.replaced_sid, True)
         # The room hears of the peer before the peer hears `joined`: whoever it then talks
         # to already knows it.
-        await self.delivery.room_notice(
-            j.room, {"type": "peer-joined", "peer": j.peer, "role": j.role.value}, sid
-        )
+        await self.delivery.room_notice(j.room, peer_joined(j.peer, j.role.value), sid)
         self.delivery.send_direct(
             att,
-            {
-                "type": "joined",
-                "room": j.room,
-                "peer": j.peer,
-                "role": j.role.value,
-                "session": sid,
-                "resume": token,
-                "peers": [{"peer": p.peer, "role": p.role} for p in out.peers],
-                "epoch": out.epoch,
-                "offset": out.offset,
-                "pod": self.pod_id,
-                "resumed": False,
-                **({"id": j.id} if j.id is not None else {}),
-            },
+            joined(
+                room=j.room,
+                peer=j.peer,
+                role=j.role,
+                session=sid,
+                resume=token,
+                peers=((p.peer, p.role) for p in out.peers),
+                epoch=out.epoch,
+                offset=out.offset,
+                pod=self.pod_id,
+                frame_id=j.id,
+            ),
         )
         self._release(session, [])
         return session
@@ -194,24 +193,22 @@ class Joins:
         s.last_rn = max(s.last_rn, j.last_rn or 0, *resent_rn)
         kept = [(n, t) for n, t in out.kept if n not in resent_rn]
         held_n = len(s.resuming or [])
+        peers = await self._peers(s)
         self.delivery.send_direct(
             att,
-            {
-                "type": "joined",
-                "room": s.room,
-                "peer": s.peer,
-                "role": s.role.value,
-                "session": s.sid,
-                "resume": s.resume_token,
-                "peers": await self._peers(s),
-                "epoch": "",
-                "offset": 0,
-                "pod": self.pod_id,
-                "resumed": True,
-                "kept": len(out.kept) + held_n,
-                "dropped": out.dropped,
-                **({"id": j.id} if j.id is not None else {}),
-            },
+            joined(
+                room=s.room,
+                peer=s.peer,
+                role=s.role,
+                session=s.sid,
+                resume=s.resume_token,
+                peers=peers,
+                epoch="",
+                offset=0,
+                pod=self.pod_id,
+                handover=Handover(len(out.kept) + held_n, out.dropped),
+                frame_id=j.id,
+            ),
         )
         s.recent.clear()
         for q, t in resend:
@@ -220,12 +217,9 @@ class Joins:
         self._release(s, kept)
         return s
 
-    async def _peers(self, s: LocalSession) -> list[dict[str, str]]:
-        return [
-            {"peer": p.peer, "role": p.role}
-            for p in await self.registry.members(s.room)
-            if p.peer != s.peer
-        ]
+    async def _peers(self, s: LocalSession) -> list[tuple[str, str]]:
+        """The room's other members as (peer, role)."""
+        return [(p.peer, p.role) for p in await self.registry.members(s.room) if p.peer != s.peer]
 
     # ---- takeover: a session of this pod resumed on another ---------------------------
 
