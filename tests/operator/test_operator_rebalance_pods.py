@@ -70,7 +70,7 @@ async def test_rebalance_moves_the_minimum_and_converges(
             for n, h in hb.items():
                 state.urls[n] = h.url
             sessions = await store.live_sessions(names)
-            await balance.rebalance(state, sessions, hb)
+            await balance.rebalance(state, sessions, hb, await balance.observe_moves(state))
             now = await counts()
             if sum(now.values()) == 48 and skew(now) <= 1.15 and not await store.inflight():
                 break
