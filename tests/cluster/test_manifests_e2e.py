@@ -155,6 +155,13 @@ def deployed(kube_cluster: KubeCluster) -> Iterator[Deployed]:
         for p in kube_cluster.pods(NS):
             print(p["metadata"]["name"], json.dumps(p.get("status"), default=str)[:1500])
     print(f"every Deployment Available {available_s:.1f} s after kubectl apply -k manifests/")
+    # The waits docs/cluster.md gives users hold too (they return at once by now).
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/meetingrooms.rtc.roomwire.io", "--timeout=30s"
+    )
+    kube_cluster.kubectl(
+        "-n", NS, "wait", "deployment", "--all", "--for=condition=Available", "--timeout=60s"
+    )
 
     def rooms_ready() -> dict[str, str] | None:
         phases = _room_phases(kube_cluster)
