@@ -1,7 +1,25 @@
-"""The inbox codec: messages on a pod's ``rw:inbox:{pod}`` channel (layout in ``keys``).
+"""The inbox codec: messages on a pod's inbox channel (``keys.inbox``). Pure, no I/O.
 
-The hot messages (frames for sessions) are compact byte records written by the relay
-scripts; the rest are JSON objects with a kind ``k``. Pure, no I/O.
+The two hot messages are compact, written by the relay and fan-out scripts: fields
+separated by the byte 0x1f (US) and records by 0x1e (RS), neither ever found in ids,
+numbers or encoded JSON (which escapes control characters); each frame rides as it is,
+never escaped and parsed twice:
+
+- ``b<US><t>`` then, per frame, ``<RS><room><US><peer><US><sid><US><n><US><frame>``: the
+  frames one batch of a pod's relays routed to this pod, each for one session; ``n``
+  orders a session's frames across pods, ``t`` is the sender's clock (for the latency
+  metric).
+- ``r<US><t><US><room><US><peer,...><US><sid,...><US><n,...><US><frame>``: one room
+  frame for the listed sessions of that pod.
+
+Both decode to ``{"k": "batch", "t": float, "frames": [(room, peer, sid, n, frame)]}``.
+The others are JSON objects with a kind ``k``:
+
+- ``{"k": "takeover", "sid": str, "pod": str, "replaced": bool}``: the session resumed
+  on ``pod`` (or the peer joined afresh there); its previous pod lets it go.
+- ``{"k": "takeover-done", "sid": str, "recent": [[seq, frame], ...]}``: the previous
+  pod passed on everything it held for the session.
+- ``{"k": "cmd", "cmd": {...}, "sig": hex}``: an operator command (``control``).
 """
 
 from __future__ import annotations
@@ -9,30 +27,40 @@ from __future__ import annotations
 import json
 from typing import Any
 
-US, RS = b"\x1f", b"\x1e"  # field and record separators (never in ids or encoded JSON)
+US, RS = b"\x1f", b"\x1e"
 BATCH, ROOM_FRAME = b"b" + US, b"r" + US  # how the two compact messages start
+
+# (room, peer, session id, order number n, frame)
+InboxFrame = tuple[str, str, str, int, str]
 
 
 def decode_inbox(data: bytes) -> dict[str, Any] | None:
-    """An inbox message as a dict (see ``keys``); None if it is malformed."""
+    """An inbox message as a dict; None if it is malformed."""
     try:
         if data[:2] == BATCH:
             head, *items = data.split(RS)
-            frames = []
+            frames: list[InboxFrame] = []
             for item in items:
-                sid, n, text = item.split(US, 2)
-                frames.append((sid.decode(), int(n), text.decode()))
+                room, peer, sid, n, text = item.split(US, 4)
+                frames.append((room.decode(), peer.decode(), sid.decode(), int(n), text.decode()))
             return {"k": "batch", "t": float(head[2:]), "frames": frames}
         if data[:2] == ROOM_FRAME:
             # one room frame for several sessions: the same as a batch of copies
-            _, t, sids, ns, text = data.split(US, 4)
-            sid_list, n_list, frame = sids.decode().split(","), ns.split(b","), text.decode()
-            if len(sid_list) != len(n_list):
+            _, t, room_b, peers_b, sids_b, ns_b, text_b = data.split(US, 6)
+            room_id, frame = room_b.decode(), text_b.decode()
+            peers, sids, ns = (
+                peers_b.decode().split(","),
+                sids_b.decode().split(","),
+                ns_b.split(b","),
+            )
+            if not len(peers) == len(sids) == len(ns):
                 return None
             return {
                 "k": "batch",
                 "t": float(t),
-                "frames": [(sid, int(n), frame) for sid, n in zip(sid_list, n_list, strict=True)],
+                "frames": [
+                    (room_id, p, s, int(n), frame) for p, s, n in zip(peers, sids, ns, strict=True)
+                ],
             }
         payload = json.loads(data)
     except ValueError:

@@ -1,113 +1,159 @@
-"""Redis key layout and inbox message shapes: the contract between pods and the operator.
+"""Redis key names: the only place any is written (a test checks Python and Lua alike).
 
-Pure names and constants, no I/O. The operator imports this module too, so that the
-two never disagree on a key.
+Pure names and constants, no I/O. Pods and the operator build every key here; Lua
+scripts receive every key they touch in ``KEYS[]``, built here too.
 
-Keys (``{x}`` is a value):
+Hash tags (what Redis Cluster needs, and which keys a script may touch together):
+
+- ``{<room>}``: everything about one room and the sessions of its peers. Join, resume,
+  detach, leave, relay to a peer, room events and the sweep each touch one room's keys
+  only, so each is one atomic script in one slot.
+- ``{<pod>}``: a pod's heartbeat hash and its session set (claimed together when the
+  pod dies).
+- untagged, one key each: ``rw:pods``, ``rw:placement``, ``rw:resume-secret``,
+  ``rw:operator:moves``.
+
+A few calls touch several rooms' sessions at once without needing atomicity across
+them (a pod's heartbeat refreshing its sessions' TTLs, restoring them after a Redis
+restart, turning a dead pod's sessions to grace): on Redis Cluster those are split per
+slot (``by_room`` groups them).
+
+Keys (``<x>`` is a value):
 
 - ``rw:pods`` sorted set: pod id -> unix time of its last heartbeat.
-- ``rw:pod:{pod}`` hash, expires ``POD_TTL_S`` after the last heartbeat: ``url`` (ws URL
-  of the pod), ``connections`` (open WebSocket connections), ``sessions`` (live
+- ``rw:pod:{<pod>}`` hash, expires ``POD_TTL_S`` after the last heartbeat: ``url`` (ws
+  URL of the pod), ``connections`` (open WebSocket connections), ``sessions`` (live
   sessions), ``rooms`` (rooms with a local member), ``draining`` ("0"/"1"), ``cpu``
   (share of one core used since the previous heartbeat), ``ts``.
-- ``rw:pod:{pod}:sessions`` set of session ids owned by the pod.
-- ``rw:session:{sid}`` hash: ``pod``, ``room``, ``peer``, ``role``, ``state``
-  (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach), ``busy``
-  (unix time until which the session is in an offer/answer exchange; 0 when not; written
-  with the pod's heartbeat, so the operator does not move it mid-negotiation). A live
-  session expires ``POD_TTL_S`` plus the grace period after its pod's last heartbeat,
-  so that it is still there when a pod dies: whoever notices first (any pod, once the
-  dead pod's ``rw:pod:{pod}`` hash expired, or the operator) turns it to grace with no
-  pod, its grace period counted from that last heartbeat (the script
-  ``signaling/lua/reap_pod.lua``). A session in grace expires when its grace period ends.
-- ``rw:session:{sid}:box`` stream: frames kept for a session that is not attached to a
-  listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered on resume;
-  held as long as a live session can last, and freed by the sweep that announces the
-  session's end.
-- ``rw:session:{sid}:recent`` list of ``"{seq}:{frame}"``: the last frames sent on a
-  connection that dropped, re-sent on resume past the client's ``last_seq``.
-- ``rw:session:{sid}:routed`` list of ``"{n}:{frame}"``, newest first: the last 64 to 96
-  frames published to the session's pod. If that pod dies with them in flight, a resume
-  re-sends those past the client's ``last_rn``; if only the pod's inbox connection was
-  lost, the pod itself re-delivers those past the last ``n`` it delivered.
-- ``rw:room:{room}:members`` hash: peer id -> session id.
-- ``rw:room:{room}:roles`` hash: peer id -> role, for announcing a peer whose session
-  expired (its pod died and it never resumed).
-- ``rw:room:{room}:events`` stream of replayable room events; ``rw:room:{room}:meta``
-  hash with ``epoch``.
+- ``rw:pod:{<pod>}:sessions`` set of ``session_member(room, peer)``: the sessions the
+  pod holds, rewritten with each heartbeat and added to on join and resume.
+- ``rw:{<room>}:peer:<peer>`` hash, the peer's session: ``sid``, ``pod``, ``role``,
+  ``state`` (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach),
+  ``n`` (the last cross-pod order number given), ``dropped`` (frames lost to the grace
+  bound), ``busy`` (unix time until which the session is in an offer/answer exchange; 0
+  when not; written with the pod's heartbeat, so the operator does not move it
+  mid-negotiation). A peer has at most one session at a time: a fresh join replaces
+  it; operations for a given session check ``sid``. A live session expires
+  ``POD_TTL_S`` plus the grace period after its pod's last heartbeat, so that it is
+  still there when a pod dies: whoever notices first (any pod, once the dead pod's
+  heartbeat hash expired, or the operator) claims the pod's session set and turns its
+  sessions to grace with no pod, their grace period counted from that last heartbeat
+  (``lua/claim_pod.lua``, ``lua/grace_sessions.lua``). A session in grace expires when
+  its grace period ends.
+- ``rw:{<room>}:peer:<peer>:box`` stream: frames kept for a session that is not
+  attached to a listening pod (grace, or its pod died). Bounded (``MAXLEN``); delivered
+  on resume; held as long as a live session can last, and freed by the sweep that
+  announces the session's end.
+- ``rw:{<room>}:peer:<peer>:recent`` list of ``"<seq>:<frame>"``: the last frames sent
+  on a connection that dropped, re-sent on resume past the client's ``last_seq``.
+- ``rw:{<room>}:peer:<peer>:routed`` list of ``"<n>:<frame>"``, newest first: the last
+  64 to 96 frames published to the session's pod. If that pod dies with them in flight,
+  a resume re-sends those past the client's ``last_rn``; if only the pod's inbox
+  connection was lost, the pod itself re-delivers those past the last ``n`` it
+  delivered.
+- ``rw:{<room>}:members`` hash: peer id -> session id. A peer is a member until the
+  room hears ``peer-left``: the sweep removes members whose session expired, once.
+- ``rw:{<room>}:roles`` hash: peer id -> role.
+- ``rw:{<room>}:events`` stream of replayable room events; ``rw:{<room>}:meta`` hash
+  with ``epoch`` and ``offset``.
 - ``rw:placement`` hash: room -> home pod id (written only by the operator).
-- ``rw:inbox:{pod}`` pub/sub channel: everything addressed to one pod. A pod
-  subscribes to its own inbox and to nothing else.
-
-Inbox messages. The two hot ones are compact: fields separated by the byte 0x1f (US)
-and records by 0x1e (RS), neither ever found in ids, numbers or encoded JSON (which
-escapes control characters); each frame rides as it is, never escaped and parsed twice:
-
-- ``b<US>{t}`` then, per frame, ``<RS>{sid}<US>{n}<US>{frame}``: the frames one batch of
-  a pod's relays routed to this pod, each for one session; ``n`` orders a session's
-  frames across pods, ``t`` is the sender's clock (for the latency metric).
-- ``r<US>{t}<US>{sid,sid,...}<US>{n,n,...}<US>{frame}`` one room frame for the listed
-  sessions of that pod.
-
-The others are JSON objects with a kind ``k``:
-- ``{"k": "takeover", "sid": str, "pod": str}`` the session resumed on ``pod``; drop it.
-- ``{"k": "cmd", "cmd": {...}, "sig": hex}`` an operator command, HMAC-SHA256 of the
-  canonical JSON of ``cmd`` with the shared control secret. Commands:
-  ``{"op": "reconnect", "sids": [str], "after_ms": int, "ts": float}`` and
-  ``{"op": "migrate-room", "room": str, "url": str, "ts": float}`` and
-  ``{"op": "drain", "ts": float}``.
+- ``rw:resume-secret`` string: the secret resume tokens are signed with, when no token
+  secret is configured.
+- ``rw:operator:moves`` hash: session id -> JSON of a move the operator ordered and has
+  not seen done yet.
+- ``rw:inbox:<pod>`` pub/sub channel (not a key): everything addressed to one pod. A pod
+  subscribes to its own inbox and to nothing else. Message shapes: ``inbox``.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Final, NamedTuple
 
-PREFIX: Final = "rw:"
 POD_TTL_S: Final = 10
 HEARTBEAT_S: Final = 2.0
 PODS: Final = "rw:pods"
 PLACEMENT: Final = "rw:placement"
+RESUME_SECRET: Final = "rw:resume-secret"
+OPERATOR_MOVES: Final = "rw:operator:moves"
+
+_SEP: Final = "\x1f"  # never in room or peer ids
 
 
 def pod(pod_id: str) -> str:
-    return f"rw:pod:{pod_id}"
+    return f"rw:pod:{{{pod_id}}}"
 
 
 def pod_sessions(pod_id: str) -> str:
-    return f"rw:pod:{pod_id}:sessions"
-
-
-def session(sid: str) -> str:
-    return f"rw:session:{sid}"
-
-
-def session_box(sid: str) -> str:
-    return f"rw:session:{sid}:box"
-
-
-def session_recent(sid: str) -> str:
-    return f"rw:session:{sid}:recent"
-
-
-def session_routed(sid: str) -> str:
-    return f"rw:session:{sid}:routed"
-
-
-def room_members(room: str) -> str:
-    return f"rw:room:{room}:members"
-
-
-def room_roles(room: str) -> str:
-    return f"rw:room:{room}:roles"
-
-
-def room_events(room: str) -> str:
-    return f"rw:room:{room}:events"
-
-
-def room_meta(room: str) -> str:
-    return f"rw:room:{room}:meta"
+    return f"rw:pod:{{{pod_id}}}:sessions"
 
 
 def inbox(pod_id: str) -> str:
     return f"rw:inbox:{pod_id}"
+
+
+def room_members(room: str) -> str:
+    return f"rw:{{{room}}}:members"
+
+
+def room_roles(room: str) -> str:
+    return f"rw:{{{room}}}:roles"
+
+
+def room_events(room: str) -> str:
+    return f"rw:{{{room}}}:events"
+
+
+def room_meta(room: str) -> str:
+    return f"rw:{{{room}}}:meta"
+
+
+def session(room: str, peer: str) -> str:
+    return f"rw:{{{room}}}:peer:{peer}"
+
+
+def session_box(room: str, peer: str) -> str:
+    return f"rw:{{{room}}}:peer:{peer}:box"
+
+
+def session_recent(room: str, peer: str) -> str:
+    return f"rw:{{{room}}}:peer:{peer}:recent"
+
+
+def session_routed(room: str, peer: str) -> str:
+    return f"rw:{{{room}}}:peer:{peer}:routed"
+
+
+class SessionKeys(NamedTuple):
+    """Every key of one peer's session, in the order scripts take them."""
+
+    hash: str
+    box: str
+    routed: str
+    recent: str
+
+
+def session_keys(room: str, peer: str) -> SessionKeys:
+    base = f"rw:{{{room}}}:peer:{peer}"
+    return SessionKeys(base, base + ":box", base + ":routed", base + ":recent")
+
+
+def session_member(room: str, peer: str) -> str:
+    """A session as a member of its pod's session set."""
+    return room + _SEP + peer
+
+
+def parse_session_member(member: str) -> tuple[str, str] | None:
+    room, sep, peer = member.partition(_SEP)
+    return (room, peer) if sep and room and peer else None
+
+
+def by_room(members: Iterable[str]) -> dict[str, list[str]]:
+    """A pod's session set grouped by room (room -> peers), malformed members skipped:
+    the calls that touch many sessions are made per room (one slot each)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for m in members:
+        if (rp := parse_session_member(m)) is not None:
+            out[rp[0]].append(rp[1])
+    return dict(out)

@@ -1,6 +1,6 @@
 """All of the operator's Redis traffic. I/O only: reads observations, writes what the
-handlers decided. Key layout and command signing come from the workload's contract
-(``signaling.keys``, ``signaling.control``), never duplicated here.
+handlers decided. Key layout, command signing and the dead-pod scripts come from the
+contract shared with the pods (``roomwire_contract``), never duplicated here.
 
 Errors surface as ``StoreError`` with the redis-py error as the cause.
 """
@@ -16,10 +16,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from meetingroom_operator import constants as c
 from meetingroom_operator.errors import StoreError
 from meetingroom_operator.planning.rebalance import Session
-from roomwire_contract import control, keys
+from roomwire_contract import control, keys, reaping
 from roomwire_contract.lua import script
 
 
@@ -39,6 +38,7 @@ class InflightMove:
     sid: str
     source: str
     deadline: float
+    key: str = ""  # the session's hash (keys.session), to watch the move
 
 
 class Store:
@@ -48,9 +48,12 @@ class Store:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
         )
-        # The pods' own script: whoever turns a dead pod's sessions to grace first, pod or
-        # operator, the other finds nothing left to do.
-        self._cleanup = self.redis.register_script(script("reap_pod"))
+        # The pods' own scripts: whoever claims a dead pod's sessions first, pod or
+        # operator, turns them to grace; the other finds nothing left to claim.
+        self._claim = self.redis.register_script(script("claim_pod"))
+        self._grace = self.redis.register_script(script("grace_sessions"))
+        # session id -> its hash, from the last observation (moves are watched by it)
+        self._session_keys: dict[str, str] = {}
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -96,35 +99,47 @@ class Store:
             for pod in pods:
                 pipe.smembers(keys.pod_sessions(pod))
             sets = await pipe.execute()
-            pairs = [(pod, sid) for pod, sids in zip(pods, sets, strict=True) for sid in sids]
+            found = [
+                (pod, room, keys.session(room, peer))
+                for pod, members in zip(pods, sets, strict=True)
+                for m in members
+                if (rp := keys.parse_session_member(m)) is not None
+                for room, peer in [rp]
+            ]
             pipe = self.redis.pipeline(transaction=False)
-            for _, sid in pairs:
-                pipe.hmget(keys.session(sid), "pod", "room", "role", "state", "busy")
+            for _, _, key in found:
+                pipe.hmget(key, "sid", "pod", "role", "state", "busy")
             rows = await pipe.execute()
         except RedisError as e:
             raise StoreError(f"reading sessions: {e}") from e
         out: list[Session] = []
         now = time.time()
-        for (pod, sid), (owner, room, role, state, busy) in zip(pairs, rows, strict=True):
-            if owner == pod and state == "live" and room:
+        if len(self._session_keys) > SESSION_KEYS_MAX:
+            self._session_keys.clear()
+        for (pod, room, key), (sid, owner, role, state, busy) in zip(found, rows, strict=True):
+            if sid and owner == pod and state == "live":
                 # busy: until when the session is in an offer/answer exchange (see keys)
                 negotiating = _float(busy) > now
                 out.append(Session(sid, pod, room, role or "participant", negotiating))
+                self._session_keys[sid] = key
         return out
 
-    async def session_states(self, sids: Iterable[str]) -> dict[str, tuple[str, str] | None]:
-        """``(pod, state)`` of each session, None for sessions that are gone."""
-        sids = list(sids)
+    async def session_states(
+        self, moves: Mapping[str, InflightMove]
+    ) -> dict[str, tuple[str, str] | None]:
+        """``(pod, state)`` of each moving session, None for sessions that are gone (or
+        were replaced by a fresh join of their peer)."""
+        sids = list(moves)
         try:
             pipe = self.redis.pipeline(transaction=False)
             for sid in sids:
-                pipe.hmget(keys.session(sid), "pod", "state")
+                pipe.hmget(moves[sid].key or self._session_keys.get(sid, ""), "sid", "pod", "state")
             rows = await pipe.execute()
         except RedisError as e:
             raise StoreError(f"reading sessions: {e}") from e
         out: dict[str, tuple[str, str] | None] = {}
-        for sid, (pod, state) in zip(sids, rows, strict=True):
-            out[sid] = None if state is None else (str(pod or ""), str(state))
+        for sid, (owner, pod, state) in zip(sids, rows, strict=True):
+            out[sid] = None if state is None or owner != sid else (str(pod or ""), str(state))
         return out
 
     async def participants(self, rooms: Iterable[str]) -> dict[str, int]:
@@ -175,28 +190,35 @@ class Store:
 
     async def clean_dead_pod(self, pod: str, grace_ttl_s: int) -> int:
         """Turn a pod's sessions to grace (the operator knows it is dead: it left the
-        API); the number turned, 0 when a pod got there first."""
+        API), their grace counted from its last heartbeat; the number turned, 0 when a
+        pod got there first."""
         try:
-            n = await self._cleanup(
-                keys=[keys.pod(pod), keys.PODS, keys.pod_sessions(pod)],
-                args=[pod, grace_ttl_s, repr(time.time()), "1"],
-            )
+            last = await self.redis.zscore(keys.PODS, pod)
+            r = await self._claim(keys=[keys.pod(pod), keys.pod_sessions(pod)], args=["1"])
+            n = 0
+            if int(r[0]) == reaping.CLAIMED:
+                left = reaping.grace_left(last, grace_ttl_s, time.time())
+                for keys_ in reaping.grace_calls(r[1]):
+                    n += int(await self._grace(keys=keys_, args=[pod, left]))
+            await self.redis.zrem(keys.PODS, pod)
         except RedisError as e:
             raise StoreError(f"cleaning up {pod}: {e}") from e
-        return int(n)
+        return n
 
     # ---- moves in flight (survive an operator restart) -------------------------------
 
     async def inflight(self) -> dict[str, InflightMove]:
         try:
-            raw = await self.redis.hgetall(c.INFLIGHT_MOVES)
+            raw = await self.redis.hgetall(keys.OPERATOR_MOVES)
         except RedisError as e:
             raise StoreError(f"reading moves in flight: {e}") from e
         out: dict[str, InflightMove] = {}
         for sid, text in raw.items():
             try:
                 data = json.loads(text)
-                out[str(sid)] = InflightMove(str(sid), str(data["from"]), float(data["until"]))
+                out[str(sid)] = InflightMove(
+                    str(sid), str(data["from"]), float(data["until"]), str(data.get("key", ""))
+                )
             except (ValueError, KeyError, TypeError):
                 continue
         return out
@@ -206,10 +228,11 @@ class Store:
         if not moves:
             return
         mapping: dict[Any, Any] = {
-            sid: json.dumps({"from": src, "until": until}) for sid, src in moves.items()
+            sid: json.dumps({"from": src, "until": until, "key": self._session_keys.get(sid, "")})
+            for sid, src in moves.items()
         }
         try:
-            await self.redis.hset(c.INFLIGHT_MOVES, mapping=mapping)
+            await self.redis.hset(keys.OPERATOR_MOVES, mapping=mapping)
         except RedisError as e:
             raise StoreError(f"recording moves: {e}") from e
 
@@ -218,9 +241,12 @@ class Store:
         if not sids:
             return
         try:
-            await self.redis.hdel(c.INFLIGHT_MOVES, *sids)
+            await self.redis.hdel(keys.OPERATOR_MOVES, *sids)
         except RedisError as e:
             raise StoreError(f"clearing moves: {e}") from e
+
+
+SESSION_KEYS_MAX = 200_000  # sessions whose keys the store remembers between observations
 
 
 def now() -> float:

@@ -748,7 +748,7 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
         async def cleaned() -> bool:
             if await r.exists(keys.pod_sessions(victim_name)):
                 return False
-            owners = [await r.hget(keys.session(s), "pod") for s in sids]
+            owners = [await r.hget(keys.session(f.room, f.peer), "pod") for f in followers]
             return all(o != victim_name for o in owners)
 
         await eventually(cleaned, 5, f"sessions of {victim_name} cleared")

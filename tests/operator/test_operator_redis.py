@@ -84,7 +84,7 @@ async def test_dead_pod_cleanup_lets_clients_resume_elsewhere(
     p2 = start_pod(redis_url, "pod-2", env=ENV, wait_ready=False)
     wait_ready(p1, p2)
     a = await join(clients, p1.ws_url, "kill", "alice")
-    b = await join(clients, p2.ws_url, "kill", "bob")
+    await join(clients, p2.ws_url, "kill", "bob")
     p1.kill9()
     started = time.perf_counter()
     graced = await store.clean_dead_pod("pod-1", 30)
@@ -94,11 +94,11 @@ async def test_dead_pod_cleanup_lets_clients_resume_elsewhere(
     try:
         assert not await r.exists(keys.pod("pod-1"), keys.pod_sessions("pod-1"))
         assert await r.zscore(keys.PODS, "pod-1") is None
-        sess = await r.hgetall(keys.session(a.session_id))
+        sess = await r.hgetall(keys.session("kill", "alice"))
         assert sess["state"] == "grace" and sess["pod"] == ""
-        assert 0 < await r.ttl(keys.session(a.session_id)) <= 30
+        assert 0 < await r.ttl(keys.session("kill", "alice")) <= 30
         # bob's session on the live pod is untouched
-        assert (await r.hget(keys.session(b.session_id), "pod")) == "pod-2"
+        assert (await r.hget(keys.session("kill", "bob"), "pod")) == "pod-2"
     finally:
         await r.aclose()
     resumed = await a.resume(p2.ws_url)

@@ -211,23 +211,33 @@ def test_compact_inbox_messages_decode() -> None:
 
     frame = '{"type":"offer","from":"a","data":{"x":"a\\u001fb\\u001e|,"}}'
     other = '{"type":"answer","from":"c","data":{}}'
-    one = decode_inbox(b"b\x1f1700000000.25\x1esid1\x1f7\x1f" + frame.encode())
-    assert one == {"k": "batch", "t": 1700000000.25, "frames": [("sid1", 7, frame)]}
+    one = decode_inbox(b"b\x1f1700000000.25\x1er\x1fp\x1fsid1\x1f7\x1f" + frame.encode())
+    assert one == {"k": "batch", "t": 1700000000.25, "frames": [("r", "p", "sid1", 7, frame)]}
     two = decode_inbox(
-        b"b\x1f1.5\x1esid1\x1f7\x1f" + frame.encode() + b"\x1esid2\x1f3\x1f" + other.encode()
+        b"b\x1f1.5\x1er\x1fp\x1fsid1\x1f7\x1f"
+        + frame.encode()
+        + b"\x1er\x1fq\x1fsid2\x1f3\x1f"
+        + other.encode()
     )
-    assert two is not None and two["frames"] == [("sid1", 7, frame), ("sid2", 3, other)]
-    r = decode_inbox(b"r\x1f1.5\x1fs1,s2\x1f3,4\x1f" + frame.encode())
-    assert r == {"k": "batch", "t": 1.5, "frames": [("s1", 3, frame), ("s2", 4, frame)]}
+    assert two is not None and two["frames"] == [
+        ("r", "p", "sid1", 7, frame),
+        ("r", "q", "sid2", 3, other),
+    ]
+    r = decode_inbox(b"r\x1f1.5\x1froom\x1fp1,p2\x1fs1,s2\x1f3,4\x1f" + frame.encode())
+    assert r == {
+        "k": "batch",
+        "t": 1.5,
+        "frames": [("room", "p1", "s1", 3, frame), ("room", "p2", "s2", 4, frame)],
+    }
     assert decode_inbox(b'{"k": "takeover", "sid": "s"}') == {"k": "takeover", "sid": "s"}
     bad_ones = [
         b"b\x1fonly",
-        b"b\x1f1.5\x1esid1\x1fx\x1f{}",
+        b"b\x1f1.5\x1er\x1fp\x1fsid1\x1fx\x1f{}",
         b"b\x1f1.5\x1esid1",
         b"not json",
         b"[1]",
-        b"r\x1fx\x1fs\x1fn\x1f{}",
-        b"r\x1f1.5\x1fs1,s2\x1f3\x1f{}",
+        b"r\x1fx\x1froom\x1fp\x1fs\x1fn\x1f{}",
+        b"r\x1f1.5\x1froom\x1fp1,p2\x1fs1,s2\x1f3\x1f{}",
     ]
     for bad in bad_ones:
         assert decode_inbox(bad) is None, bad

@@ -91,10 +91,9 @@ async def test_after_grace_without_resume_peer_left_once_everywhere_and_kept_fra
     pods = [start_pod(redis_url, f"pod-{i}", args=args, wait_ready=False) for i in (1, 2, 3)]
     wait_ready(*pods)
     pod1, pod2, pod3 = pods
-    a = await joined(clients, pod1.ws_url, "gone", "alice")
+    await joined(clients, pod1.ws_url, "gone", "alice")
     b = await joined(clients, pod2.ws_url, "gone", "bob")
     c = await joined(clients, pod3.ws_url, "gone", "carol")
-    sid = a.session_id
     pod1.kill9()
     r = aioredis.Redis.from_url(redis_url)
     try:
@@ -103,12 +102,12 @@ async def test_after_grace_without_resume_peer_left_once_everywhere_and_kept_fra
         assert (await acked(b, 1))["type"] == "ack"
 
         async def in_grace() -> bool:
-            return bool(await r.hget(keys.session(sid), "state") == b"grace")
+            return bool(await r.hget(keys.session("gone", "alice"), "state") == b"grace")
 
         await eventually(in_grace, 20, "alice's session turned to grace")
         await c.relay("offer", "alice", {"n": 1}, frame_id=2)
         assert (await acked(c, 2))["type"] == "ack"
-        assert await r.xlen(keys.session_box(sid)) == 2
+        assert await r.xlen(keys.session_box("gone", "alice")) == 2
 
         # The grace period ends: both surviving pods' peers hear it once.
         left_b = await b.recv_until(lambda f: f["type"] == "peer-left", timeout=20)
@@ -116,7 +115,7 @@ async def test_after_grace_without_resume_peer_left_once_everywhere_and_kept_fra
         assert left_b["peer"] == left_c["peer"] == "alice"
 
         async def freed() -> bool:
-            names = [keys.session(sid), keys.session_box(sid), keys.session_routed(sid)]
+            names = [*keys.session_keys("gone", "alice")]
             return int(await r.exists(*names)) == 0
 
         await eventually(freed, 10, "alice's session and kept frames freed")

@@ -1,8 +1,9 @@
 """The pod inbox on its pipelined connection: it stays subscribed while idle, and it hands
 the hub every message from the first one on, in order.
 
-These drive ``RedisRegistry`` in this process against the real Redis, with the idle-PING
-period shortened, so that many silent periods pass in a second or two.
+These drive the pod inbox (``signaling.registry.redis_inbox``) in this process against
+the real Redis, with the idle-PING period shortened, so that many silent periods pass in
+a second or two.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from roomwire_contract import keys
-from signaling import redis_registry
 from signaling.client import Client
-from signaling.redis_registry import RedisRegistry
+from signaling.registry import redis_inbox
+from signaling.registry.redis_inbox import Inbox
+from signaling.registry.redis_link import RedisAddress
 from tests.conftest import PodFactory, wait_ready
 from tests.support import eventually
 
@@ -28,11 +30,11 @@ from .test_resume import Sender, check_exactly_once, collect
 async def test_an_idle_inbox_pings_and_stays_subscribed(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(redis_registry, "INBOX_PING_S", 0.1)
+    monkeypatch.setattr(redis_inbox, "INBOX_PING_S", 0.1)
     caplog.set_level(logging.WARNING, "signaling.redis")
     got: list[dict[str, Any]] = []
-    reg = RedisRegistry(redis_url, "idle-pod")
-    await reg.start(lambda m: got.append(m))
+    reg = Inbox(RedisAddress.parse(redis_url), "idle-pod")
+    reg.start(lambda m: got.append(m))
     admin = aioredis.Redis.from_url(redis_url)
     try:
 
@@ -48,7 +50,7 @@ async def test_an_idle_inbox_pings_and_stays_subscribed(
         # Many silent periods, each answered by a PING; none may end the subscription.
         await eventually(answered, 10, "8 idle PINGs")
         assert "subscription lost" not in caplog.text
-        assert reg._subscribed.is_set()
+        assert reg.subscribed.is_set()
         assert await admin.publish(keys.inbox("idle-pod"), b'{"k": "hello"}') == 1
         await eventually(lambda: _now(got == [{"k": "hello"}]), 5, "the message")
         assert not any(m.get("k") == "resubscribed" for m in got)
@@ -61,7 +63,7 @@ async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) ->
     """A publisher is already sending when the pod subscribes: the confirmation and the
     first messages may come in one read, and none of them may be dropped."""
     got: list[int] = []
-    reg = RedisRegistry(redis_url, "busy-pod")
+    reg = Inbox(RedisAddress.parse(redis_url), "busy-pod")
     publisher = aioredis.Redis.from_url(redis_url)
     stop = asyncio.Event()
 
@@ -70,14 +72,16 @@ async def test_the_inbox_loses_nothing_from_its_first_message(redis_url: str) ->
         while not stop.is_set() and n < 200_000:
             n += 1
             frame = b'{"type":"offer","from":"a","data":{"n":%d}}' % n
-            await publisher.publish(keys.inbox("busy-pod"), b"b\x1f1.0\x1es1\x1f%d\x1f" % n + frame)
+            await publisher.publish(
+                keys.inbox("busy-pod"), b"b\x1f1.0\x1eroom\x1fpeer\x1fs1\x1f%d\x1f" % n + frame
+            )
 
     def on_inbox(msg: dict[str, Any]) -> None:
-        got.extend(n for _, n, _ in msg["frames"])
+        got.extend(n for _, _, _, n, _ in msg["frames"])
 
     task = asyncio.create_task(publish())
     try:
-        await reg.start(on_inbox)
+        reg.start(on_inbox)
         await eventually(lambda: _now(len(got) >= 500), 20, "500 messages")
     finally:
         stop.set()

@@ -147,7 +147,7 @@ async def test_negotiation_is_published_and_defers_a_rebalance(
         await a.relay("offer", "b", {"sdp": "o"})
         await b.recv_until(lambda f: f["type"] == "offer")
         wait_until(
-            lambda: float(r.hget(keys.session(b.session_id), "busy") or 0) > time.time(),
+            lambda: float(r.hget(keys.session("neg", "b"), "busy") or 0) > time.time(),
             10,
             "b to be published as busy",
         )
@@ -165,7 +165,7 @@ async def test_negotiation_is_published_and_defers_a_rebalance(
         frame = await b.recv_until(lambda f: f["type"] == "reconnect", timeout=5)
         assert frame["resume"] == b.resume_token
         wait_until(
-            lambda: float(r.hget(keys.session(a.session_id), "busy") or 0) == 0,
+            lambda: float(r.hget(keys.session("neg", "a"), "busy") or 0) == 0,
             10,
             "a to be published as no longer busy",
         )

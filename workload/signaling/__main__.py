@@ -17,14 +17,14 @@ from aiohttp import web
 
 from .config import ConfigError, Settings, add_arguments, resolve
 from .hub import Hub, build_app
-from .registry import MemoryRegistry, Registry
+from .registry import Registry, memory_registry
 
 log = logging.getLogger("signaling")
 
 
 def make_registry(settings: Settings) -> Registry:
     if settings.redis_url:
-        from .redis_registry import RedisRegistry
+        from .registry.redis_backend import redis_registry
 
         # With a token secret, every pod derives the same resume secret from it; without
         # one, the pods share a random secret kept in Redis.
@@ -33,14 +33,14 @@ def make_registry(settings: Settings) -> Registry:
             if settings.token_secret
             else None
         )
-        return RedisRegistry(
+        return redis_registry(
             settings.redis_url,
             settings.pod_id,
             resume_secret=resume_secret,
             keep_max=settings.grace_keep,
             grace_s=settings.grace_s,
         )
-    return MemoryRegistry(settings.pod_id, keep_max=settings.grace_keep)
+    return memory_registry(settings.pod_id, keep_max=settings.grace_keep)
 
 
 async def serve(settings: Settings) -> None:

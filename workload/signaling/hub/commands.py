@@ -26,7 +26,7 @@ class Commands:
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
-        self.registry = pod.registry
+        self.presence = pod.registry.presence
         self.limits = pod.limits
         self.sessions = pod.index.sessions
         self.index = pod.index
@@ -86,7 +86,7 @@ class Commands:
         pod.draining = True
         log.info("draining %d sessions over %.1fs", len(self.sessions), self.limits.drain_s)
         with contextlib.suppress(RegistryError):
-            await self.registry.heartbeat(pod.stats(), [])
+            await self.presence.heartbeat(pod.stats(), [])
         window = self.limits.drain_s * 0.8
         jobs = []
         for s in list(self.sessions.values()):

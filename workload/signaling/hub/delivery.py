@@ -22,7 +22,7 @@ class Delivery:
 
     def __init__(self, pod: PodState) -> None:
         self.limits = pod.limits
-        self.registry = pod.registry
+        self.routing = pod.registry.routing
         self.metrics = pod.metrics
         self.index = pod.index
         self.sessions = pod.index.sessions
@@ -40,13 +40,13 @@ class Delivery:
             return  # a copy of one delivered already (recovered after an inbox outage)
         att = session.attachment
         if att is None or att.closing:
-            self.spawn(self.keep(session.sid, text, n))
+            self.spawn(self.keep(session.sid, session.room, session.peer, text, n))
             return
         if len(att.queue) >= self.limits.outbound_queue:
             # A slow consumer never stalls anyone else: it is closed, and may resume.
             log.info("slow consumer %s/%s closed", session.room, session.peer)
             self.spawn(self.close_socket(att, CloseCode.TRY_AGAIN_LATER, "slow consumer"))
-            self.spawn(self.keep(session.sid, text, n))
+            self.spawn(self.keep(session.sid, session.room, session.peer, text, n))
             return
         session.note_signal(text)
         session.seq += 1
@@ -61,12 +61,12 @@ class Delivery:
         if sent_at is not None:
             self.metrics.relay_latency.observe(max(0.0, time.time() - sent_at))
 
-    async def keep(self, sid: str, text: str, n: int | None = None) -> None:
+    async def keep(self, sid: str, room: str, peer: str, text: str, n: int | None = None) -> None:
         """Hand a frame to the registry, which keeps it for the session (or forwards it
         to the pod the session moved to); delivered here if it came back meanwhile."""
         self.metrics.kept.inc()
         try:
-            mine = await self.registry.keep(sid, text, n)
+            mine = await self.routing.keep(sid, room, peer, text, n)
         except RegistryError as e:
             log.warning("could not keep a frame for %s: %s", sid, e)
             return
@@ -110,7 +110,7 @@ class Delivery:
         text = encode_frame(frame)
         self.deliver_room_locally(room, text, exclude_sid, False)
         try:
-            await self.registry.fan_out(
+            await self.routing.fan_out(
                 room, text, screens_only=False, exclude_sid=exclude_sid, replay=False
             )
         except RegistryError as e:

@@ -21,7 +21,7 @@ class Grace:
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
-        self.registry = pod.registry
+        self.registry = pod.registry.sessions
         self.limits = pod.limits
         self.index = pod.index
         self.sessions = pod.index.sessions
@@ -34,11 +34,11 @@ class Grace:
         if self.pod.draining or s.sid not in self.sessions:
             # Draining: the session waits for its peer in the registry, not here.
             with contextlib.suppress(RegistryError):
-                await self.registry.detach(s.sid, s.seq, self.limits.grace_s, list(s.recent))
+                await self.registry.detach(s.sid, s.room, s.peer, s.seq, list(s.recent))
             self.index.remove(s)
             return
         try:
-            await self.registry.detach(s.sid, s.seq, self.limits.grace_s, list(s.recent))
+            await self.registry.detach(s.sid, s.room, s.peer, s.seq, list(s.recent))
         except RegistryError as e:
             log.warning("detach of %s not registered: %s", s.sid, e)
         loop = asyncio.get_running_loop()

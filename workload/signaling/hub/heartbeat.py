@@ -23,7 +23,8 @@ class Heartbeat:
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
-        self.registry = pod.registry
+        self.presence = pod.registry.presence
+        self.registry_sessions = pod.registry.sessions
         self.sessions = pod.index.sessions
         self.rooms = pod.index.rooms
         self.delivery = delivery
@@ -38,8 +39,8 @@ class Heartbeat:
             records = await self._records()
             try:
                 if not pod.resume_secret:
-                    pod.resume_secret = await self.registry.resume_secret()
-                moved = await self.registry.heartbeat(pod.stats(), records)
+                    pod.resume_secret = await self.presence.resume_secret()
+                moved = await self.presence.heartbeat(pod.stats(), records)
                 if not pod.registry_ok:
                     log.info("registry reachable")
                 pod.registry_ok, retry_s, reported = True, RETRY_MIN_S, False
@@ -61,7 +62,7 @@ class Heartbeat:
         grace (once, whoever notices first: any pod or the operator), so that they can
         resume anywhere and frames for them are kept, not refused."""
         try:
-            reaped = await self.registry.reap_dead_pods()
+            reaped = await self.presence.reap_dead_pods()
         except RegistryError as e:
             log.warning("could not reap dead pods: %s", e)
             return
@@ -86,7 +87,7 @@ class Heartbeat:
         """Tell local members about peers whose sessions expired with no pod to say so."""
         for room in list(self.rooms):
             try:
-                gone = await self.registry.sweep(room)
+                gone = await self.registry_sessions.sweep(room)
             except RegistryError:
                 return
             for peer in gone:

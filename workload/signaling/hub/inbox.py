@@ -9,6 +9,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from roomwire_contract.inbox import InboxFrame
+
 from .commands import Commands
 from .delivery import Delivery
 from .join import Joins
@@ -21,7 +23,7 @@ class Inbox:
     """The handler the registry calls with each decoded inbox message, in order."""
 
     def __init__(self, pod: PodState, delivery: Delivery, joins: Joins, commands: Commands) -> None:
-        self.registry = pod.registry
+        self.registry_sessions = pod.registry.sessions
         self.sessions = pod.index.sessions
         self._attached = pod.index.attached
         self.deliver = delivery.deliver
@@ -35,21 +37,21 @@ class Inbox:
         if msg.get("k") == "batch":
             # The hot path: frames from other pods, each for one session here.
             frames, sent_at = msg["frames"], msg["t"]
-            for i, (sid, n, text) in enumerate(frames):
+            for i, (_, _, sid, n, text) in enumerate(frames):
                 if (s := self._attached(sid)) is None:
                     return self._frames(frames[i:], sent_at)
                 self.deliver(s, text, sent_at, n)
             return None
         return self._other(msg)
 
-    async def _frames(self, frames: list[tuple[str, int, str]], sent_at: float) -> None:
-        for sid, n, text in frames:
+    async def _frames(self, frames: list[InboxFrame], sent_at: float) -> None:
+        for room, peer, sid, n, text in frames:
             if (s := self._attached(sid)) is not None:
                 self.deliver(s, text, sent_at, n)
             else:
                 # Detached, moved or gone: the registry forwards or keeps it. Awaited, so
                 # that a takeover handled after this message finds it passed on.
-                await self.keep(sid, text, n)
+                await self.keep(sid, room, peer, text, n)
 
     async def _other(self, msg: dict[str, Any]) -> None:
         kind = msg.get("k")
@@ -69,7 +71,8 @@ class Inbox:
         here meanwhile and those the lost connection swallowed (past each last rn)."""
         live = [s for s in self.sessions.values() if s.live]
         found = await asyncio.gather(
-            *(self.registry.take_kept(s.sid, s.last_rn) for s in live), return_exceptions=True
+            *(self.registry_sessions.take_kept(s.sid, s.room, s.peer, s.last_rn) for s in live),
+            return_exceptions=True,
         )
         for s, frames in zip(live, found, strict=True):
             if isinstance(frames, BaseException):

@@ -39,7 +39,8 @@ class Joins:
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
-        self.registry = pod.registry
+        self.registry_sessions = pod.registry.sessions
+        self.routing = pod.registry.routing
         self.limits = pod.limits
         self.pod_id = pod.pod_id
         self.index = pod.index
@@ -89,7 +90,7 @@ class Joins:
         old_local = self.by_peer.get((j.room, j.peer))
         self.index.add(session)
         try:
-            out = await self.registry.join(
+            out = await self.registry_sessions.join(
                 sid, j.room, j.peer, j.role, self.limits.max_peers_per_room
             )
         except BaseException:
@@ -102,7 +103,7 @@ class Joins:
             if old is not None:
                 await self.delivery.drop(old, CloseCode.REPLACED, "replaced by a new connection")
             elif out.replaced_pod:
-                await self.registry.notify_takeover(out.replaced_pod, out.replaced_sid, True)
+                await self.routing.notify_takeover(out.replaced_pod, out.replaced_sid, True)
         # The room hears of the peer before the peer hears `joined`: whoever it then talks
         # to already knows it.
         await self.delivery.room_notice(j.room, peer_joined(j.peer, j.role.value), sid)
@@ -154,7 +155,7 @@ class Joins:
             self.index.add(s)
         s.resuming = []
         try:
-            out = await self.registry.resume(
+            out = await self.registry_sessions.resume(
                 claim.session, claim.room, claim.peer, claim.role, j.last_rn
             )
         except BaseException:
@@ -174,7 +175,7 @@ class Joins:
             )
             self._takeover_waits[s.sid] = waiter
             try:
-                if await self.registry.notify_takeover(out.old_pod, s.sid, False) > 0:
+                if await self.routing.notify_takeover(out.old_pod, s.sid, False) > 0:
                     with contextlib.suppress(TimeoutError):
                         recent.update(await asyncio.wait_for(waiter, 1.0))
             except RegistryError as e:
@@ -219,7 +220,11 @@ class Joins:
 
     async def _peers(self, s: LocalSession) -> list[tuple[str, str]]:
         """The room's other members as (peer, role)."""
-        return [(p.peer, p.role) for p in await self.registry.members(s.room) if p.peer != s.peer]
+        return [
+            (p.peer, p.role)
+            for p in await self.registry_sessions.members(s.room)
+            if p.peer != s.peer
+        ]
 
     # ---- takeover: a session of this pod resumed on another ---------------------------
 
@@ -234,7 +239,7 @@ class Joins:
             # Inbox messages are handled in order, so everything this pod held for
             # the session has been passed on by now.
             with contextlib.suppress(RegistryError):
-                await self.registry.takeover_done(new_pod, sid, recent)
+                await self.routing.takeover_done(new_pod, sid, recent)
 
     def takeover_done(self, sid: str, items: list[Any]) -> None:
         """The new pod's side: the old pod passed the session on with its recent frames

@@ -50,7 +50,7 @@ class Hub:
     async def start(self) -> None:
         """Returns at once: the registry is reached in the background, with back-off, so
         the pod serves /healthz from its first second whether Redis is up or not."""
-        await self.state.registry.start(self.inbox.on_message)
+        await self.state.registry.presence.start(self.inbox.on_message)
         self.state.spawn(self.heartbeat.run())
 
     async def drain(self) -> None:
@@ -63,5 +63,5 @@ class Hub:
             with contextlib.suppress(Exception):
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         with contextlib.suppress(Exception):
-            await pod.registry.deregister()
-        await pod.registry.close()
+            await pod.registry.presence.deregister()
+        await pod.registry.presence.close()

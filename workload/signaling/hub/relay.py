@@ -23,7 +23,7 @@ class Relays:
     """Carries out the protocol core's Relay and RoomEvent intents."""
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
-        self.registry = pod.registry
+        self.routing = pod.registry.routing
         self.metrics = pod.metrics
         self.sessions = pod.index.sessions
         self.by_peer = pod.index.by_peer
@@ -45,10 +45,10 @@ class Relays:
             return
         # Another pod: the registry routes it in call order; this connection reads its
         # next frame meanwhile, and the answer (ack or error) follows when it is known.
-        self.registry.relay(s.room, r.to, text, partial(self.relayed, att, s.room, r))
+        self.routing.relay(s.room, r.to, text, partial(self.relayed, att, s.room, r))
         self.metrics.delivered.inc("remote")
-        if self.registry.backlog() > MAX_BACKLOG:
-            await self.registry.caught_up()  # back-pressure: stop reading this socket a while
+        if self.routing.backlog() > MAX_BACKLOG:
+            await self.routing.caught_up()  # back-pressure: stop reading this socket a while
 
     def relayed(self, att: Attachment, room: str, r: Relay, result: RelayResult) -> None:
         """The registry's answer for a frame sent to another pod."""
@@ -70,7 +70,7 @@ class Relays:
 
     async def room_event(self, s: LocalSession, att: Attachment, e: RoomEvent) -> None:
         try:
-            text = await self.registry.fan_out(
+            text = await self.routing.fan_out(
                 s.room,
                 e.text,
                 screens_only=e.screens_only,

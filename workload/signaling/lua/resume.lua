@@ -1,0 +1,19 @@
+-- Attaches a session to this pod and hands over what was kept for it.
+--
+-- KEYS[1..4]  the session: hash, box, routed, recent     KEYS[5] the room's members
+-- ARGV[1] session id  [2] this pod  [3] live-session TTL (s)  [4] peer
+--     [5] the client's last_rn, or -1 (then frames routed to its old pod are not needed)
+-- Returns false when the session is gone or was replaced; else {old pod or '', seq,
+--         frames dropped by the grace bound, box entries, recent frames, routed frames}.
+local skey = KEYS[1]
+local s = redis.call('HMGET', skey, 'sid', 'pod', 'seq', 'dropped')
+if s[1] ~= ARGV[1] then return false end
+redis.call('HSET', skey, 'pod', ARGV[2], 'state', 'live', 'dropped', 0)
+redis.call('EXPIRE', skey, ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[4], ARGV[1])
+local entries = redis.call('XRANGE', KEYS[2], '-', '+')
+local recent = redis.call('LRANGE', KEYS[4], 0, -1)
+local routed = {}
+if tonumber(ARGV[5]) >= 0 then routed = redis.call('LRANGE', KEYS[3], 0, -1) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return {s[2] or '', s[3] or '0', s[4] or '0', entries, recent, routed}

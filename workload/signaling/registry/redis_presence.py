@@ -1,0 +1,170 @@
+"""This pod among the others, in Redis: its heartbeat and load, its session set, the
+shared resume secret, and reaping pods that died without a word.
+
+A pod's heartbeat hash expires ``POD_TTL_S`` after its last beat. A pod whose hash
+expired while it is still in ``rw:pods`` died without deregistering: whoever notices
+first (any pod, or the operator) claims its session set and turns those sessions to
+grace, room by room (``roomwire_contract.reaping``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from roomwire_contract import keys, reaping
+from roomwire_contract.lua import script as shared_script
+
+from ..lua import script
+from .model import InboxHandler, PodStats, RegistryError, SessionRecord
+from .redis_inbox import Inbox
+from .redis_link import LuaScript, RedisLink, s
+from .roles import Presence
+
+log = logging.getLogger("signaling.redis")
+
+REFRESH_CHUNK = 500  # sessions per refresh call: about a millisecond of Redis each
+RESTORE_CHUNK = 200  # sessions per restore call
+
+SCRIPTS = {name: LuaScript(name, script(name)) for name in ("refresh", "restore")}
+SHARED = {name: LuaScript(name, shared_script(name)) for name in ("claim_pod", "grace_sessions")}
+
+
+class RedisPresence(Presence):
+    def __init__(
+        self, link: RedisLink, inbox: Inbox, live_ttl: int, grace_s: int, secret: str | None
+    ) -> None:
+        self.link = link
+        self.inbox = inbox
+        self.pod_id = link.pod_id
+        self.live_ttl = live_ttl
+        self.grace_s = grace_s
+        self._secret = secret
+        self._registered = False
+
+    async def start(self, on_inbox: InboxHandler) -> None:
+        # Nothing waits for Redis here: the inbox subscribes in the background, and the
+        # hub's heartbeat loop reports the registry reachable once it is.
+        self.inbox.start(on_inbox)
+
+    async def close(self) -> None:
+        self.link.close()
+        await self.inbox.close()
+
+    async def resume_secret(self) -> str:
+        if self._secret is None:
+            _, got = await self.link.commands(
+                [("SET", keys.RESUME_SECRET, secrets.token_hex(32), "NX"),
+                 ("GET", keys.RESUME_SECRET)]
+            )  # fmt: skip
+            self._secret = s(got)
+        return self._secret
+
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> list[str]:
+        with contextlib.suppress(TimeoutError):  # at start-up, the first subscription
+            await asyncio.wait_for(self.inbox.subscribed.wait(), 1.0)
+        if not self.inbox.subscribed.is_set():
+            raise RegistryError("inbox not subscribed")
+        now = time.time()
+        pod = keys.pod(self.pod_id)
+        [existed] = await self.link.commands([("EXISTS", pod)])
+        moved: list[str] = []
+        if self._registered and not existed:
+            log.warning(
+                "registry lost this pod's records (Redis restart, or this pod was "
+                "thought dead); restoring %d sessions",
+                len(sessions),
+            )
+            moved = await self._restore(sessions)
+            # Frames kept for these sessions meanwhile are recovered, in order, before
+            # any inbox message that comes after this one.
+            self.inbox.dispatch({"k": "resubscribed"})
+        own = keys.pod_sessions(self.pod_id)
+        gone = set(moved)
+        members = [keys.session_member(r.room, r.peer) for r in sessions if r.sid not in gone]
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", pod, "url", stats.url, "connections", stats.connections,
+             "sessions", stats.sessions, "rooms", stats.rooms,
+             "draining", int(stats.draining), "cpu", stats.cpu, "ts", now),
+            ("EXPIRE", pod, keys.POD_TTL_S),
+            ("ZADD", keys.PODS, now, self.pod_id),
+            # the session set, rewritten: what the pod holds now is what a reaper finds
+            ("DEL", own),
+            *(("SADD", own, *members[i : i + REFRESH_CHUNK])
+              for i in range(0, len(members), REFRESH_CHUNK)),
+            ("EXPIRE", own, keys.POD_TTL_S * 6),
+        ]  # fmt: skip
+        # before the refresh: a session removed meanwhile must not linger
+        commands += [
+            ("HSET", keys.session(rec.room, rec.peer), "busy", rec.busy)
+            for rec in sessions
+            if rec.live and rec.busy is not None
+        ]
+        if self._secret is not None:
+            commands.append(("SET", keys.RESUME_SECRET, self._secret, "NX"))
+        await self.link.commands(commands)
+        live = [keys.session(r.room, r.peer) for r in sessions if r.live and r.sid not in gone]
+        for i in range(0, len(live), REFRESH_CHUNK):
+            await self.link.call(SCRIPTS["refresh"], live[i : i + REFRESH_CHUNK], [self.live_ttl])
+        self._registered = True
+        return moved
+
+    async def _restore(self, sessions: list[SessionRecord]) -> list[str]:
+        moved: list[str] = []
+        for i in range(0, len(sessions), RESTORE_CHUNK):
+            keys_: list[str] = []
+            args: list[Any] = [self.pod_id, self.live_ttl, self.grace_s]
+            for rec in sessions[i : i + RESTORE_CHUNK]:
+                keys_ += (
+                    keys.session(rec.room, rec.peer),
+                    keys.room_members(rec.room),
+                    keys.room_roles(rec.room),
+                )
+                args += (rec.sid, rec.peer, rec.role, int(rec.live), rec.seq, rec.rn)
+            moved += [s(x) for x in await self.link.call(SCRIPTS["restore"], keys_, args)]
+        return moved
+
+    async def reap_dead_pods(self) -> dict[str, int]:
+        now = time.time()
+        [stale] = await self.link.commands(
+            [("ZRANGEBYSCORE", keys.PODS, "-inf", repr(now - keys.POD_TTL_S), "WITHSCORES")]
+        )
+        out: dict[str, int] = {}
+        for i in range(0, len(stale), 2):
+            pod, last = s(stale[i]), float(stale[i + 1])
+            if pod == self.pod_id:
+                continue  # this pod is alive: its next heartbeat restores what it has
+            n = await reap(self.link, pod, last, self.grace_s, known_dead=False)
+            if n is not None:
+                out[pod] = n
+        return out
+
+    async def deregister(self) -> None:
+        await self.link.commands(
+            [("DEL", keys.pod(self.pod_id), keys.pod_sessions(self.pod_id)),
+             ("ZREM", keys.PODS, self.pod_id)]
+        )  # fmt: skip
+
+
+async def reap(
+    link: RedisLink, pod: str, last_heartbeat: float | None, grace_s: int, known_dead: bool
+) -> int | None:
+    """Claim a dead pod's sessions and turn them to grace; the number turned, or None
+    when the pod is alive or had nothing left to claim (someone else claimed it)."""
+    r = await link.call(
+        SHARED["claim_pod"], [keys.pod(pod), keys.pod_sessions(pod)], ["1" if known_dead else "0"]
+    )
+    if int(r[0]) == reaping.ALIVE:
+        return None
+    n: int | None = None
+    if int(r[0]) == reaping.CLAIMED:
+        left = reaping.grace_left(last_heartbeat, grace_s, time.time())
+        n = 0
+        for keys_ in reaping.grace_calls(s(m) for m in r[1]):
+            n += int(await link.call(SHARED["grace_sessions"], keys_, [pod, left]))
+    await link.commands([("ZREM", keys.PODS, pod)])
+    return n

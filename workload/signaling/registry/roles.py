@@ -1,0 +1,177 @@
+"""The registry's three roles, as the hub uses them: sessions, routing, pod presence.
+
+Each has an in-memory implementation (``memory``: one process, the embedded default)
+and a Redis one (``redis_*``: shared by every pod). A session is one peer's presence in
+one room; operations on it name the room, the peer and the session id, so that a
+backend can find its keys without a look-up (and check that the session was not
+replaced meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..protocol import Role
+from .model import (
+    InboxHandler,
+    JoinOutcome,
+    PeerInfo,
+    PodStats,
+    RelayDone,
+    ResumeOutcome,
+    SessionRecord,
+)
+
+
+class Sessions(ABC):
+    """Who is in which room, and what a session that dropped left behind."""
+
+    @abstractmethod
+    async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
+        """Register a new session as a member of the room (replacing the peer's previous
+        session, if any); raises RoomFull."""
+
+    @abstractmethod
+    async def members(self, room: str) -> list[PeerInfo]: ...
+
+    @abstractmethod
+    async def resume(
+        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+    ) -> ResumeOutcome | None:
+        """Attach the session to this pod and hand over what was kept; None if it is gone.
+
+        ``last_rn`` is the highest route number the client received: frames routed to
+        the session's old pod after it are handed over too (the pod may have died with
+        them in flight).
+        """
+
+    @abstractmethod
+    async def detach(
+        self, sid: str, room: str, peer: str, seq: int, recent: list[tuple[int, str]]
+    ) -> None:
+        """The session's connection is gone: keep the session for the grace period.
+
+        ``recent`` are the last frames sent on the lost connection; the client may not
+        have received them, so a resume re-sends those past the client's ``last_seq``.
+        """
+
+    @abstractmethod
+    async def take_kept(
+        self, sid: str, room: str, peer: str, after_rn: int
+    ) -> list[tuple[int, str]]:
+        """Frames for a session live here that its inbox may have missed while it was
+        down: those kept meanwhile, and those routed here past ``after_rn`` (the last
+        delivered), as (rn, frame) in order."""
+
+    @abstractmethod
+    async def remove(self, sid: str, room: str, peer: str) -> bool:
+        """End the session; True when this call took the peer out of the room (then the
+        caller tells the room), False when another pod owns the session now or the room
+        was told already."""
+
+    async def sweep(self, room: str) -> list[PeerInfo]:
+        """Remove members whose sessions expired; each is returned to exactly one caller."""
+        return []
+
+
+class Routing(ABC):
+    """Frames for sessions this pod does not hold: to the pod that holds them, or kept."""
+
+    @abstractmethod
+    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+        """Route a frame to a peer that is not live on this pod, without waiting.
+
+        Relays and the other operations of one pod are carried out in call order;
+        ``done`` is called once with the outcome (for the sender's ack or error).
+        """
+
+    @abstractmethod
+    async def keep(self, sid: str, room: str, peer: str, text: str, n: int | None = None) -> bool:
+        """Keep (or forward, if it moved) a frame for a session this pod does not attach;
+        bounded per session.
+
+        True means the session is live on this very pod (a resume raced the frame): the
+        caller delivers it.
+        """
+
+    @abstractmethod
+    async def fan_out(
+        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+    ) -> str:
+        """Send a room frame to the room's members on other pods.
+
+        With ``replay`` the frame (an encoded object) is appended to the room's stream
+        first and returned with its ``offset`` and ``epoch``; local delivery is the
+        caller's.
+        """
+
+    def backlog(self) -> int:
+        """Operations started and not yet carried out (for back-pressure)."""
+        return 0
+
+    def caught_up(self) -> asyncio.Future[None]:
+        """Done when the operations started so far have been carried out."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    @abstractmethod
+    async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:
+        """Tell the session's previous pod to let it go; how many pods listened."""
+
+    @abstractmethod
+    async def takeover_done(self, new_pod: str, sid: str, recent: list[tuple[int, str]]) -> None:
+        """Tell the session's new pod that every frame this pod held for it was passed on.
+
+        ``recent`` are the last frames this pod sent the session (see ``detach``).
+        """
+
+
+class Presence(ABC):
+    """This pod among the others: its connection, inbox, heartbeat and dead peers."""
+
+    pod_id: str
+
+    @abstractmethod
+    async def start(self, on_inbox: InboxHandler) -> None:
+        """Begin reaching the registry and listening on this pod's inbox; returns at
+        once (a pod serves its health endpoint whether the registry answers or not)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def resume_secret(self) -> str:
+        """The secret resume tokens are signed with; the same on every pod."""
+
+    @abstractmethod
+    async def heartbeat(self, stats: PodStats, sessions: list[SessionRecord]) -> list[str]:
+        """Publish load; refresh this pod's sessions, and restore them if the registry lost
+        them (Redis restart) or turned them to grace (this pod was thought dead).
+
+        Returns the ids of sessions that resumed on another pod meanwhile: the caller
+        lets them go.
+        """
+
+    async def reap_dead_pods(self) -> dict[str, int]:
+        """Turn the sessions of pods whose heartbeat expired into grace, so they can
+        resume anywhere; pod -> sessions turned, for the pods this call claimed."""
+        return {}
+
+    @abstractmethod
+    async def deregister(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One backend's three roles, handed to the hub together."""
+
+    sessions: Sessions
+    routing: Routing
+    presence: Presence
+
+    @property
+    def pod_id(self) -> str:
+        return self.presence.pod_id
