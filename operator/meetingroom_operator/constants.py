@@ -31,6 +31,4 @@ COND_PLACED: Final = "Placed"
 HANDLER_ROOM_RECONCILE: Final = "room-reconcile"
 HANDLER_ROOM_DELETE: Final = "room-delete"
 
-# Redis keys owned by the operator (the pods' keys live in ``signaling.keys``).
-INFLIGHT_MOVES: Final = "rw:operator:moves"
-"""Hash: session id -> JSON of a move ordered but not yet observed (survives restarts)."""
+# Every Redis key, the operator's own included, is named in ``roomwire_contract.keys``.

@@ -496,7 +496,9 @@ async def _rebalance_run(
         if restart_operator:
             r = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
             try:
-                await eventually(lambda: r.hlen(c.INFLIGHT_MOVES), 60, "a rebalance wave in flight")
+                await eventually(
+                    lambda: r.hlen(keys.OPERATOR_MOVES), 60, "a rebalance wave in flight"
+                )
             finally:
                 await r.aclose()
             await asyncio.to_thread(
@@ -696,7 +698,7 @@ async def test_scale_out_and_its_rebalance_make_one_scaling_step(
 
 
 async def _no_moves(r: aioredis.Redis) -> bool:
-    return not await r.hlen(c.INFLIGHT_MOVES)
+    return not await r.hlen(keys.OPERATOR_MOVES)
 
 
 # ---- dead pods ---------------------------------------------------------------------

@@ -56,7 +56,7 @@ SCALE_OUT_WAIT_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Moves:
-    """The operator's moves in flight (``INFLIGHT_MOVES`` in Redis) and where their
+    """The operator's moves in flight (``keys.OPERATOR_MOVES`` in Redis) and where their
     sessions are now."""
 
     inflight: dict[str, InflightMove] = field(default_factory=dict)
