@@ -15,10 +15,14 @@ deployment (namespace ``roomwire``, as shipped) and run in order:
 4. issue 14 with the operator running: kill -9 of one signaling pod; offers to its peer at
    3, 8, 13 and 20 s all acked, all delivered in order, exactly once, when the peer
    resumes on another pod at 25 s; the dead pod's sessions turned to grace once (by the
-   operator or a surviving pod, never both).
+   operator or a surviving pod, never both);
+5. Redis scaled to 0 and every signaling and operator pod replaced: the new pods live
+   without Redis for 30 s (``/healthz`` 200, ``/readyz`` 503), Redis comes back, each
+   ``/readyz`` is 200 within 5 s; no restart.
 
-Opt-in: ``-m cluster``. About 90 s on a 2-core machine (cluster start included), most of
-it the scenarios' own schedules (a drain, the 30 s outage, the 25 s of issue 14).
+Opt-in: ``-m cluster``. About 2.5 minutes on a 2-core machine (cluster start included),
+most of it the scenarios' own schedules (a drain, two 30 s Redis outages, the 25 s of
+issue 14).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +45,7 @@ from typing import Any
 
 import pytest
 
+from devcluster.addresses import to_local
 from devcluster.pytest_plugin import KubeCluster
 from signaling.client import Client
 from tests.operator.harness import Follower
@@ -150,10 +156,11 @@ def deployed(kube_cluster: KubeCluster) -> Iterator[Deployed]:
 
     try:
         kube_cluster.wait_for(every_deployment_available, 120, "every Deployment Available")
-    finally:
-        available_s = time.monotonic() - started
+    except TimeoutError:
         for p in kube_cluster.pods(NS):
             print(p["metadata"]["name"], json.dumps(p.get("status"), default=str)[:1500])
+        raise
+    available_s = time.monotonic() - started
     print(f"every Deployment Available {available_s:.1f} s after kubectl apply -k manifests/")
     # The waits docs/cluster.md gives users hold too (they return at once by now).
     kube_cluster.kubectl(
@@ -173,8 +180,6 @@ def deployed(kube_cluster: KubeCluster) -> Iterator[Deployed]:
         print("rooms:", _room_phases(kube_cluster))
     rooms_ready_s = time.monotonic() - started
     print(f"sample MeetingRooms Ready {rooms_ready_s:.1f} s after kubectl apply -k manifests/")
-    for p in kube_cluster.pods(NS):
-        print(p["metadata"]["name"], "ready", p["metadata"].get("labels"))
     yield Deployed(kube_cluster, available_s, rooms_ready_s)
     kube_cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
@@ -613,3 +618,88 @@ async def test_kill_9_offers_acked_then_delivered_once_on_resume_with_the_operat
             with contextlib.suppress(Exception):
                 await c.send({"type": "leave"})
             await c.close()
+
+
+# ---- Redis started 30 s after the pods --------------------------------------------------
+
+
+def _redis_answers(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5) as s:
+            s.settimeout(0.5)
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+async def test_pods_started_30s_before_redis_stay_alive_and_become_ready_within_5s(
+    deployed: Deployed,
+) -> None:
+    """Redis scaled to 0; every signaling pod and the operator replaced (their new pods
+    start without Redis); 30 s later Redis is scaled back to 1. The new pods serve
+    ``/healthz`` from the start, ``/readyz`` 503 until Redis answers and 200 within 5 s
+    after; none restarts."""
+    d = deployed
+    kubectl = d.cluster.kubectl
+    await asyncio.to_thread(kubectl, "-n", NS, "scale", "deployment/redis", "--replicas=0")
+    await asyncio.to_thread(
+        d.cluster.wait_for, lambda: not d.pods(REDIS) or None, 60, "the Redis pod gone"
+    )
+    old = {p["metadata"]["name"] for p in await asyncio.to_thread(d.pods)}
+    for selector in (SIGNALING, OPERATOR):
+        await asyncio.to_thread(kubectl, "-n", NS, "delete", "pod", "-l", selector, "--wait=false")
+    want = await asyncio.to_thread(d.replicas)
+
+    def started() -> dict[str, str] | None:
+        """The new pods' /healthz URLs once each of them answers it."""
+        health: dict[str, str] = {}
+        for p in d.pods():
+            name, ip = p["metadata"]["name"], (p.get("status") or {}).get("podIP")
+            if name in old or not ip or p["metadata"].get("deletionTimestamp"):
+                continue
+            if name.startswith("signaling-"):
+                health[name] = f"http://{to_local(ip)}:8080"
+            elif name.startswith("meetingroom-operator-"):
+                health[name] = f"http://{to_local(ip)}:8081"
+        up = len(health) == want + 1 and all(
+            _status(u + "/healthz") == 200 for u in health.values()
+        )
+        return health if up else None
+
+    health = await asyncio.to_thread(d.cluster.wait_for, started, 60, "the new pods live")
+    pods_up = time.monotonic()
+    print(f"new pods serving /healthz without Redis: {sorted(health)}")
+    urls = {
+        n: (u + "/readyz" if n.startswith("signaling-") else u[: -len("8081")] + "9090/readyz")
+        for n, u in health.items()
+    }
+    watch = ReadyzWatch(urls)
+    watch.start()
+    try:
+        await _at(pods_up, 30)  # the scenario's own schedule
+        await asyncio.to_thread(kubectl, "-n", NS, "scale", "deployment/redis", "--replicas=1")
+        address = await asyncio.to_thread(d.cluster.service_address, NS, "redis", 6379)
+
+        async def redis_up() -> bool:
+            return await asyncio.to_thread(_redis_answers, address)
+
+        await eventually(redis_up, 60, "Redis answering through its Service", every=0.1)
+        redis_at = time.monotonic()
+
+        async def back() -> bool:
+            return watch.ok_for(redis_at, 1.0)
+
+        await eventually(back, 15, "every /readyz 200 (for a second)")
+    finally:
+        await watch.stop()
+    before = {n: [c for at, c in s if at < redis_at] for n, s in watch.seen.items()}
+    figures = {n: f["ready_again_s"] for n, f in watch.figures(pods_up, redis_at).items()}
+    print(f"Redis answered {redis_at - pods_up:.1f} s after the pods; /readyz 200 after:", figures)
+    print("/readyz answers before Redis:", {n: sorted(set(c)) for n, c in before.items()})
+    for name, codes in before.items():
+        assert 503 in codes and 200 not in codes, (name, codes)  # never ready without Redis
+    assert all(s is not None and s <= 5 for s in figures.values()), figures
+    restarts = await asyncio.to_thread(d.restarts)
+    print("restartCount:", restarts)
+    assert set(restarts.values()) == {0}, restarts
