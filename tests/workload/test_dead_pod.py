@@ -148,3 +148,27 @@ def _drain(c: Client) -> list[dict[str, Any]]:
     while not c.inbox.empty():
         out.append(c.inbox.get_nowait())
     return out
+
+
+async def test_a_pod_restarted_in_place_turns_its_previous_runs_sessions_to_grace(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """A container restarted under the same pod name, within the heartbeat TTL (what a
+    kubelet does after kill -9): its heartbeat never lapses, so no other pod reaps it.
+    The new run itself turns what the old one left to grace before it takes anything,
+    and a frame acked for such a session is delivered on resume, not lost."""
+    pod1 = start_pod(redis_url, "pod-1", wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_ready(pod1, pod2)
+    a = await joined(clients, pod1.ws_url, "again", "alice")
+    b = await joined(clients, pod2.ws_url, "again", "bob")
+    pod1.kill9()
+    again = start_pod(redis_url, "pod-1")  # the same name, at once
+    await b.relay("offer", "alice", {"n": 0}, frame_id=1)
+    assert (await acked(b, 1))["type"] == "ack"
+    reply = await a.resume(pod2.ws_url)
+    assert reply["resumed"] is True, reply
+    got = await a.recv_until(lambda f: f["type"] == "offer", timeout=5)
+    assert got["data"] == {"n": 0} and got["from"] == "bob"
+    assert reaped(again) == [("pod-1", "pod-1", 1)]
+    assert not [f for f in _drain(b) if f["type"] == "peer-left"]

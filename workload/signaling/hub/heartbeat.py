@@ -38,9 +38,11 @@ class Heartbeat:
                 await self._sweep()
             records = await self._records()
             try:
+                moved = await self.presence.heartbeat(pod.stats(), records)
+                # After the first beat, which settles what an earlier run of this pod left:
+                # no join is taken (none can be without the secret) before that.
                 if not pod.resume_secret:
                     pod.resume_secret = await self.presence.resume_secret()
-                moved = await self.presence.heartbeat(pod.stats(), records)
                 if not pod.registry_ok:
                     log.info("registry reachable")
                 pod.registry_ok, retry_s, reported = True, RETRY_MIN_S, False

@@ -69,6 +69,8 @@ class RedisPresence(Presence):
             await asyncio.wait_for(self.inbox.subscribed.wait(), 1.0)
         if not self.inbox.subscribed.is_set():
             raise RegistryError("inbox not subscribed")
+        if not self._registered:
+            await self._reap_previous_run()
         now = time.time()
         pod = keys.pod(self.pod_id)
         [existed] = await self.link.commands([("EXISTS", pod)])
@@ -112,6 +114,23 @@ class RedisPresence(Presence):
             await self.link.call(SCRIPTS["refresh"], live[i : i + REFRESH_CHUNK], [self.live_ttl])
         self._registered = True
         return moved
+
+    async def _reap_previous_run(self) -> None:
+        """A pod that starts under the name of one that died (its container restarted in
+        place, within the heartbeat TTL) first turns what that run left to grace: its
+        sessions would otherwise stay live here, and frames for them would be routed to a
+        process that does not know them."""
+        [last] = await self.link.commands([("ZSCORE", keys.PODS, self.pod_id)])
+        n = await reap(
+            self.link, self.pod_id, None if last is None else float(last), self.grace_s, True
+        )
+        if n:
+            log.info(
+                "pod %s stopped heartbeating: %d of its sessions now in grace "
+                "(left by its previous run, found at start-up)",
+                self.pod_id,
+                n,
+            )
 
     async def _restore(self, sessions: list[SessionRecord]) -> list[str]:
         moved: list[str] = []
