@@ -21,7 +21,9 @@ from meetingroom_operator.store import Store
 
 log = logging.getLogger("meetingroom_operator")
 
-RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0  # back-off while Redis or the API do not answer
+# back-off while Redis or the API do not answer: short, so that the operator is ready
+# within seconds of their return (the pods use the same bounds)
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 2.0
 READY_PING_S = 1.0
 
 
