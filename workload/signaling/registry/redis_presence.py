@@ -100,18 +100,17 @@ class RedisPresence(Presence):
               for i in range(0, len(members), REFRESH_CHUNK)),
             ("EXPIRE", own, keys.POD_TTL_S * 6),
         ]  # fmt: skip
-        # before the refresh: a session removed meanwhile must not linger
-        commands += [
-            ("HSET", keys.session(rec.room, rec.peer), "busy", rec.busy)
-            for rec in sessions
-            if rec.live and rec.busy is not None
-        ]
         if self._secret is not None:
             commands.append(("SET", keys.RESUME_SECRET, self._secret, "NX"))
         await self.link.commands(commands)
-        live = [keys.session(r.room, r.peer) for r in sessions if r.live and r.sid not in gone]
+        live = [r for r in sessions if r.live and r.sid not in gone]
         for i in range(0, len(live), REFRESH_CHUNK):
-            await self.link.call(SCRIPTS["refresh"], live[i : i + REFRESH_CHUNK], [self.live_ttl])
+            chunk = live[i : i + REFRESH_CHUNK]
+            await self.link.call(
+                SCRIPTS["refresh"],
+                [keys.session(r.room, r.peer) for r in chunk],
+                [self.live_ttl, *("" if r.busy is None else r.busy for r in chunk)],
+            )
         self._registered = True
         return moved
 
