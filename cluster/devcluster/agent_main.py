@@ -17,7 +17,9 @@ from types import FrameType
 from .dns import ClusterDns, parse_upstreams
 from .images import ImageMap
 from .kube import Kube
-from .node_agent import IpPool, NodeAgent, now_iso
+from .node_agent.agent import NodeAgent
+from .node_agent.clock import now_iso
+from .node_agent.ippool import IpPool
 from .service_proxy import ServiceProxy
 
 

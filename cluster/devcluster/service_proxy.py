@@ -25,7 +25,7 @@ from typing import Any
 
 from .addresses import to_local
 from .kube import Informer, Kube, Obj
-from .node_agent import IpPool
+from .node_agent.ippool import IpPool
 
 
 @dataclass

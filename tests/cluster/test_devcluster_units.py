@@ -8,7 +8,9 @@ import pytest
 
 from devcluster.images import ImageMap, image_name
 from devcluster.kube import load_kubeconfig
-from devcluster.node_agent import IpPool, _expand, field_ref
+from devcluster.node_agent.containers import expand as _expand
+from devcluster.node_agent.containers import field_ref
+from devcluster.node_agent.ippool import IpPool
 
 
 @pytest.mark.parametrize(
