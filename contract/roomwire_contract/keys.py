@@ -69,6 +69,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final, NamedTuple
 
 POD_TTL_S: Final = 10
@@ -134,6 +135,7 @@ class SessionKeys(NamedTuple):
     recent: str
 
 
+@lru_cache(maxsize=32768)  # on every relay: the same few peers, again and again
 def session_keys(room: str, peer: str) -> SessionKeys:
     base = f"rw:{{{room}}}:peer:{peer}"
     return SessionKeys(base, base + ":box", base + ":routed", base + ":recent")
