@@ -30,7 +30,7 @@ $(STAMP): $(DISTS)
 run: $(RUN_STAMP)
 	$(PY) -m signaling serve $(RUN_ARGS)
 
-## deps: system packages the tests need (redis-server, chromium), installed when missing
+## deps: system packages the tests need (redis-server, chromium, promtool), installed when missing
 deps:
 	bash scripts/ensure-deps.sh
 
