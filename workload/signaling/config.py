@@ -101,6 +101,39 @@ class Settings:
         help="asyncio event loop: uvloop (faster; asyncio where it is not installed) or asyncio",
     )
     log_level: str = setting(default="INFO", help="logging level")
+    # Nacos (docs/nacos.md): the pod registers itself as an ephemeral instance.
+    nacos_server: str | None = setting(
+        default=None,
+        help="Nacos server HOST:PORT (its HTTP port; gRPC is that + 1000), several "
+        "comma-separated; absent: no Nacos registration",
+    )
+    nacos_namespace: str = setting(default="", help="Nacos namespace id (default: public)")
+    nacos_group: str = setting(default="DEFAULT_GROUP", help="Nacos group of the instance")
+    nacos_service: str = setting(
+        default="roomwire-signaling", help="Nacos service this pod registers under"
+    )
+    nacos_username: str | None = setting(default=None, help="Nacos user name, when auth is on")
+    nacos_password: str | None = setting(default=None, help="Nacos password, when auth is on")
+    nacos_ip: str = setting(
+        default="",
+        help="address registered in Nacos (default: --host, or the host name's address when "
+        "listening on every interface)",
+    )
+    nacos_zone: str = setting(default="", help="zone reported in the instance's metadata")
+    nacos_interval_s: float = setting(
+        default=5.0,
+        gt=0,
+        help="seconds between updates of the instance (connections, draining); also the "
+        "longest wait between retries while Nacos is unreachable",
+    )
+    nacos_dir: str = setting(
+        default="",
+        help="writable folder for the Nacos client's logs and cache (default: a temporary "
+        "folder per process)",
+    )
+    pod_namespace: str = setting(
+        default="", help="the pod's Kubernetes namespace, reported in its Nacos metadata"
+    )
 
     @property
     def limits(self) -> Limits:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from roomwire_contract import control
@@ -31,6 +32,8 @@ class Commands:
         self.sessions = pod.index.sessions
         self.index = pod.index
         self.delivery = delivery
+        # Told the moment the pod starts draining (e.g. its Nacos instance drops to 0).
+        self.on_drain: list[Callable[[], None]] = []
 
     async def on_message(self, msg: dict[str, Any]) -> None:
         """A signed command from the inbox; one with a bad signature is ignored."""
@@ -84,6 +87,8 @@ class Commands:
         if pod.draining:
             return
         pod.draining = True
+        for tell in self.on_drain:
+            tell()
         log.info("draining %d sessions over %.1fs", len(self.sessions), self.limits.drain_s)
         with contextlib.suppress(RegistryError):
             await self.presence.heartbeat(pod.stats(), [])

@@ -8,6 +8,7 @@ from aiohttp import WSCloseCode
 
 from ..config import Settings
 from ..metrics import Metrics
+from ..nacos import NacosInstance, PodLoad
 from ..registry import Registry
 from .commands import Commands
 from .delivery import Delivery
@@ -34,6 +35,15 @@ class Hub:
         self.inbox = Inbox(pod, self.delivery, self.joins, self.commands)
         self.websocket = WebSocketHandler(pod, self.delivery, self.joins, self.grace, self.relays)
         self.handle_ws = self.websocket.handle
+        # This pod's Nacos instance (--nacos-server), kept beside the registry: never
+        # part of readiness.
+        self.nacos: NacosInstance | None = None
+        if settings.nacos_server:
+            self.nacos = NacosInstance(settings, self._load)
+            self.commands.on_drain.append(self.nacos.wake)
+
+    def _load(self) -> PodLoad:
+        return PodLoad(len(self.state.sockets), self.state.draining)
 
     @property
     def metrics(self) -> Metrics:
@@ -52,12 +62,18 @@ class Hub:
         the pod serves /healthz from its first second whether Redis is up or not."""
         await self.state.registry.presence.start(self.inbox.on_message)
         self.state.spawn(self.heartbeat.run())
+        if self.nacos is not None:
+            self.nacos.start()
 
     async def drain(self) -> None:
         await self.commands.drain()
+        if self.nacos is not None:
+            await self.nacos.withdraw()
 
     async def stop(self) -> None:
         pod = self.state
+        if self.nacos is not None:
+            await self.nacos.close()
         await pod.cancel_tasks()
         for ws in list(pod.sockets):
             with contextlib.suppress(Exception):
