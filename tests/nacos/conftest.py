@@ -148,6 +148,15 @@ def port_open(port: int) -> bool:
         return False
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Build rnacos (once, when missing) before any test runs: a cold build takes longer
+    than a test's timeout, which would cover it inside a fixture."""
+    if any("rnacos_bin" in getattr(item, "fixturenames", ()) for item in items):
+        print(f"[rnacos] {rnacos_binary()}")
+
+
 @pytest.fixture(scope="session")
 def rnacos_bin() -> Path:
     return rnacos_binary()

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +41,10 @@ def _available(d: dict[str, Any]) -> bool:
     )
 
 
-def test_signaling_pods_register_in_the_overlay_s_rnacos(kube_cluster: KubeCluster) -> None:
+def test_signaling_pods_register_in_the_overlay_s_rnacos(
+    kube_cluster: KubeCluster, rnacos_bin: Path
+) -> None:
+    """``rnacos_bin``: the binary the node agent runs is built before the applies."""
     kube_cluster.require_local()
     kube_cluster.wait_for(
         lambda: kube_cluster.kube.get_or_none(f"/api/v1/namespaces/{NS}") is None,
