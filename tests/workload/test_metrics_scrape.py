@@ -32,6 +32,8 @@ async def test_metrics_scrape_parses(start_pod: PodFactory, clients: Callable[..
     assert got[("roomwire_ws_connections", ())] == 2
     assert got[("roomwire_sessions", ())] == 2
     assert got[("roomwire_rooms", ())] == 1
+    assert got[("roomwire_registry_up", ())] == 1  # the embedded registry always answers
+    assert got[("roomwire_draining", ())] == 0
     assert families["roomwire_messages"].type == "counter"
     assert got[("roomwire_messages_total", (("type", "offer"),))] == 1
     assert got[("roomwire_errors_total", (("code", "bad-json"),))] == 1

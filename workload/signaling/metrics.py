@@ -85,6 +85,8 @@ class Metrics:
         connections: Callable[[], float],
         sessions: Callable[[], float],
         rooms: Callable[[], float],
+        registry_up: Callable[[], float] = lambda: 1.0,
+        draining: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.registry = CollectorRegistry()
         prom.ProcessCollector(registry=self.registry)
@@ -119,6 +121,8 @@ class Metrics:
             ("roomwire_ws_connections", "Open WebSocket connections of this process.", connections),
             ("roomwire_sessions", "Sessions held by this process (live and in grace).", sessions),
             ("roomwire_rooms", "Rooms with at least one session on this process.", rooms),
+            ("roomwire_registry_up", "1 while the registry (Redis) answers this pod.", registry_up),
+            ("roomwire_draining", "1 once this pod drains (SIGTERM or the operator).", draining),
         ):
             prom.Gauge(name, text, registry=reg).set_function(read)
 

@@ -36,6 +36,8 @@ class PodState:
             lambda: len(self.sockets),
             lambda: len(self.index.sessions),
             lambda: len(self.index.rooms),
+            lambda: float(self.registry_ok),
+            lambda: float(self.draining),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
