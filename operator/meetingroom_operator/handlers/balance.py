@@ -155,6 +155,26 @@ async def publish_weights(
         )
         if labels or notes:
             await patch_pod(state, p, labels, notes)
+    await send_weights(state, {name: w.weight for name, w in weights.items()})
+
+
+async def send_weights(state: State, planned: dict[str, int]) -> None:
+    """The same weights to the pods themselves (the ``weight`` command), which publish
+    them on their Nacos instances: on change, and every ``refresh_s`` even when not."""
+    sends = state.weight_sends
+    sends.keep_only(planned)
+    now = time.monotonic()
+    for pod, weight in sends.due(planned, now).items():
+        try:
+            listeners = await state.store.command(
+                state.cfg.control_secret, pod, {"op": "weight", "weight": weight}
+            )
+        except OperatorError as e:
+            state.metrics.errors.inc(1.0, "command")
+            log.warning("weight to %s failed: %s", pod, e)
+            return  # Redis is away: the next tick tries again
+        if listeners:  # none: the pod is not listening yet, tried again next tick
+            sends.record(pod, weight, now)
 
 
 async def patch_pod(

@@ -14,6 +14,7 @@ from meetingroom_operator.metrics import Metrics
 from meetingroom_operator.planning.rebalance import ScaleOutWatch, SkewWatch
 from meetingroom_operator.planning.rooms import RoomSpec
 from meetingroom_operator.planning.scaling import Recommendation
+from meetingroom_operator.planning.weight_sends import WeightSends
 from meetingroom_operator.store import Store
 
 RoomKey = tuple[str, str]
@@ -64,6 +65,8 @@ class State:
     spec_replicas: int | None = None
     """The signaling Deployment's replicas as last read or written (None: not read)."""
     rng: random.Random = field(default_factory=random.Random)
+    weight_sends: WeightSends = field(default_factory=WeightSends)
+    """The last weight sent to each pod (the ``weight`` command, for its Nacos instance)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     pods_synced: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once placement was read from Redis: nothing is placed before (an operator that
