@@ -19,7 +19,17 @@ The others are JSON objects with a kind ``k``:
   on ``pod`` (or the peer joined afresh there); its previous pod lets it go.
 - ``{"k": "takeover-done", "sid": str, "recent": [[seq, frame], ...]}``: the previous
   pod passed on everything it held for the session.
-- ``{"k": "cmd", "cmd": {...}, "sig": hex}``: an operator command (``control``).
+- ``{"k": "cmd", "cmd": {...}, "sig": hex}``: an operator command (``control``), each
+  with its ``op`` and the signing time ``ts``:
+
+  - ``{"op": "reconnect", "sids": [str], "after_ms": int}``: ask these sessions'
+    clients to reconnect (a rebalance).
+  - ``{"op": "migrate-room", "room": str, "url": str}``: the room's members go to
+    ``url`` (its new home).
+  - ``{"op": "drain"}``: stop taking connections and move every client away.
+  - ``{"op": "weight", "weight": 0..100}``: the operator's weight for this pod, which
+    the pod publishes on its Nacos instance (through ``discovery.registry_weight``);
+    sent on change and every 30 s; a pod without Nacos ignores it.
 """
 
 from __future__ import annotations

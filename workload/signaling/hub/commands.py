@@ -1,5 +1,6 @@
 """Operator commands and drain: reconnect, migrate-room and drain; each client is told
-where to go (``reconnect`` or ``migrate``) before its socket closes with 1012."""
+where to go (``reconnect`` or ``migrate``) before its socket closes with 1012. And
+weight: the operator's weight (0..100) for this pod's Nacos instance, if it has one."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Commands:
         self.delivery = delivery
         # Told the moment the pod starts draining (e.g. its Nacos instance drops to 0).
         self.on_drain: list[Callable[[], None]] = []
+        # Told the operator's weight (0..100), e.g. the Nacos instance; none: ignored.
+        self.on_weight: list[Callable[[float], None]] = []
 
     async def on_message(self, msg: dict[str, Any]) -> None:
         """A signed command from the inbox; one with a bad signature is ignored."""
@@ -45,6 +48,9 @@ class Commands:
 
     async def run(self, cmd: dict[str, Any]) -> None:
         op = cmd.get("op")
+        if op == "weight":  # sent on change and every 30 s: not worth a line each
+            self._weight(cmd.get("weight"))
+            return
         log.info("operator command %s", op)
         if op == "reconnect":
             after = int(cmd.get("after_ms", 0))
@@ -60,6 +66,14 @@ class Commands:
                     self.pod.spawn(self._close_later(s, 2.0))
         elif op == "drain":
             self.pod.spawn(self.drain())
+
+    def _weight(self, weight: Any) -> None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            return
+        if not 0 <= weight <= 100:  # also NaN
+            return
+        for tell in self.on_weight:
+            tell(float(weight))
 
     async def _send_reconnect(
         self, s: LocalSession, after_ms: int, delay_s: float, wait_negotiation: bool = False

@@ -41,6 +41,7 @@ class Hub:
         if settings.nacos_server:
             self.nacos = NacosInstance(settings, self._load)
             self.commands.on_drain.append(self.nacos.wake)
+            self.commands.on_weight.append(self.nacos.set_weight)
 
     def _load(self) -> PodLoad:
         return PodLoad(len(self.state.sockets), self.state.draining)
