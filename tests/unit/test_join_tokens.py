@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -55,29 +56,32 @@ def test_leeway_covers_small_clock_skew() -> None:
     tokens.decode_join(sign(claims(iat=now - 200, exp=now - 3)), POLICY)
 
 
-REFUSED: list[tuple[str, str, str]] = [
-    ("alg none", unsigned(claims()), "alg value is not allowed"),
-    ("other secret", sign(claims(), "another-secret-that-is-also-long-enough"), "Signature"),
-    ("no exp", sign(claims(exp=None)), '"exp"'),
-    ("expired", sign(claims(iat=int(time.time()) - 100, exp=int(time.time()) - 10)), "expired"),
-    ("nbf ahead", sign(claims(nbf=int(time.time()) + 60)), "not yet valid"),
-    ("iat ahead", sign(claims(iat=int(time.time()) + 60, exp=int(time.time()) + 90)), "iat"),
-    ("exp too far", sign(claims(iat=None, exp=int(time.time()) + 3600)), "longer than 600"),
+# Each token is made when its test runs, not at collection: a suite that runs these
+# minutes after collecting them would otherwise find "ahead" tokens already valid.
+REFUSED: list[tuple[str, Callable[[int], str], str]] = [
+    ("alg none", lambda now: unsigned(claims()), "alg value is not allowed"),
     (
-        "exp - iat too long",
-        sign(claims(iat=int(time.time()) - 500, exp=int(time.time()) + 200)),
-        "exp - iat",
+        "other secret",
+        lambda now: sign(claims(), "another-secret-that-is-also-long-enough"),
+        "Signature",
     ),
-    ("wrong aud", sign(claims(aud="elsewhere")), "Audience"),
-    ("no aud", sign(claims(aud=None)), '"aud"'),
-    ("wrong iss", sign(claims(iss="someone")), "issuer"),
-    ("no iss", sign(claims(iss=None)), '"iss"'),
-    ("not a JWT", "not.a.jwt", ""),
+    ("no exp", lambda now: sign(claims(exp=None)), '"exp"'),
+    ("expired", lambda now: sign(claims(iat=now - 100, exp=now - 10)), "expired"),
+    ("nbf ahead", lambda now: sign(claims(nbf=now + 60)), "not yet valid"),
+    ("iat ahead", lambda now: sign(claims(iat=now + 60, exp=now + 90)), "iat"),
+    ("exp too far", lambda now: sign(claims(iat=None, exp=now + 3600)), "longer than 600"),
+    ("exp - iat too long", lambda now: sign(claims(iat=now - 500, exp=now + 200)), "exp - iat"),
+    ("wrong aud", lambda now: sign(claims(aud="elsewhere")), "Audience"),
+    ("no aud", lambda now: sign(claims(aud=None)), '"aud"'),
+    ("wrong iss", lambda now: sign(claims(iss="someone")), "issuer"),
+    ("no iss", lambda now: sign(claims(iss=None)), '"iss"'),
+    ("not a JWT", lambda now: "not.a.jwt", ""),
 ]
 
 
-@pytest.mark.parametrize(("name", "token", "why"), REFUSED, ids=[r[0] for r in REFUSED])
-def test_refused(name: str, token: str, why: str) -> None:
+@pytest.mark.parametrize(("name", "make", "why"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused(name: str, make: Callable[[int], str], why: str) -> None:
+    token = make(int(time.time()))
     with pytest.raises(tokens.TokenError) as e:
         tokens.decode_join(token, POLICY)
     assert why in str(e.value), (name, str(e.value))
