@@ -9,6 +9,7 @@ pod killed with SIGKILL. The figures measured are printed (``pytest -s``)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -158,3 +159,50 @@ async def test_the_operators_weights_reach_nacos_and_follow_the_load(
         for cl in clients:
             await cl.close()
         await store.close()
+
+
+async def test_the_instance_of_a_pod_killed_with_sigkill_goes_with_its_connection(
+    rnacos: Rnacos, start_pod: PodFactory
+) -> None:
+    """No pod backs the instance any more: rnacos drops an ephemeral instance when its
+    gRPC connection closes, so nobody has to remove it."""
+    killed = start_pod(pod_id="sig-k", args=nacos_args(rnacos))
+    other = start_pod(pod_id="sig-o", args=nacos_args(rnacos))
+    for p in (killed, other):
+        await eventually(lambda p=p: asyncio.to_thread(instance_of, rnacos, p), 20, p.pod_id)
+    t = time.monotonic()
+    killed.kill9()
+
+    async def gone() -> bool:
+        return await asyncio.to_thread(instance_of, rnacos, killed) is None
+
+    await eventually(gone, 60, "the killed pod's instance gone from Nacos")
+    print(f"\nSIGKILL -> instance gone from the open API after {time.monotonic() - t:.2f}s")
+    assert await asyncio.to_thread(instance_of, rnacos, other) is not None
+
+
+async def test_the_instance_of_a_frozen_pod_goes_when_rnacos_stops_hearing_from_it(
+    rnacos: Rnacos, start_pod: PodFactory
+) -> None:
+    """A pod whose connection stays open but which answers nothing (SIGSTOP: a hung
+    process, or a node cut off without a reset) loses its instance by rnacos's own
+    timeout of the connection; measured here."""
+    frozen = start_pod(pod_id="sig-f", args=nacos_args(rnacos))
+    await eventually(lambda: asyncio.to_thread(instance_of, rnacos, frozen), 20, "sig-f")
+    t = time.monotonic()
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+
+        async def gone() -> bool:
+            return await asyncio.to_thread(instance_of, rnacos, frozen) is None
+
+        await eventually(gone, 120, "the frozen pod's instance gone from Nacos", every=0.5)
+        print(f"\nSIGSTOP -> instance gone from the open API after {time.monotonic() - t:.1f}s")
+        t = time.monotonic()
+        frozen.proc.send_signal(signal.SIGCONT)  # it wakes up: registered again
+        await eventually(
+            lambda: asyncio.to_thread(instance_of, rnacos, frozen), 30, "sig-f back in Nacos"
+        )
+        print(f"SIGCONT -> instance back after {time.monotonic() - t:.1f}s")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
