@@ -169,7 +169,11 @@ async def test_the_instance_of_a_pod_killed_with_sigkill_goes_with_its_connectio
     killed = start_pod(pod_id="sig-k", args=nacos_args(rnacos))
     other = start_pod(pod_id="sig-o", args=nacos_args(rnacos))
     for p in (killed, other):
-        await eventually(lambda p=p: asyncio.to_thread(instance_of, rnacos, p), 20, p.pod_id)
+
+        async def listed(p: Pod = p) -> dict[str, Any] | None:
+            return await asyncio.to_thread(instance_of, rnacos, p)
+
+        await eventually(listed, 20, f"{p.pod_id} in Nacos")
     t = time.monotonic()
     killed.kill9()
 
