@@ -9,8 +9,9 @@ frame. While Nacos does not answer, the instance is retried with back-off (at mo
 reconnection also re-registers what it last sent.
 
 The instance's weight follows ``roomwire_contract.discovery``: 100 (``WEIGHT_FULL``)
-while serving, 0 while draining, never exactly 1.0. The operator's weights (a later
-step) arrive through ``weight``: this pod stays the one writer of its instance.
+while serving, 0 while draining, never exactly 1.0. The operator's weights arrive as
+its ``weight`` command (``hub.commands``) through ``set_weight``: this pod stays the one
+writer of its instance.
 """
 
 from __future__ import annotations
