@@ -46,7 +46,15 @@ def make_registry(settings: Settings) -> Registry:
 async def serve(settings: Settings) -> None:
     hub = Hub(settings, make_registry(settings))
     app = build_app(hub)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # aiohttp arms keepalive_timeout from the moment a connection is made: one whose
+    # request headers are not complete within it is dropped (also the idle time allowed
+    # between requests). Its default, about an hour, held half-sent requests that long.
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=settings.handshake_timeout_s,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
     await site.start()

@@ -93,6 +93,31 @@ class Settings:
         default=_LIMITS.grace_keep, gt=0, help="frames kept per session during its grace period"
     )
     drain_s: float = setting(default=_LIMITS.drain_s, gt=0, help="seconds to drain on SIGTERM")
+    # Admission (docs/protocol.md, "Limits"): what a connection may hold before it joins.
+    join_deadline_s: float = setting(
+        default=10.0,
+        gt=0,
+        help="seconds after the WebSocket upgrade within which the first join must arrive; "
+        "then the connection is closed with 4008",
+    )
+    handshake_timeout_s: float = setting(
+        default=10.0,
+        gt=0,
+        help="seconds an HTTP connection may take to send complete request headers (also "
+        "the idle time allowed between requests); then it is dropped",
+    )
+    max_connections: int = setting(
+        default=10000,
+        ge=0,
+        help="open WebSockets of this process; beyond it an upgrade is refused with HTTP 503 "
+        "(0: no cap)",
+    )
+    max_connections_per_address: int = setting(
+        default=0,
+        ge=0,
+        help="open WebSockets per client address (the peer address: behind a proxy, the "
+        "proxy's); beyond it an upgrade is refused with HTTP 429 (0: no cap)",
+    )
     heartbeat_s: float = setting(default=2.0, gt=0, help="seconds between registry heartbeats")
     ws_heartbeat_s: float = setting(default=20.0, gt=0, help="seconds between WebSocket pings")
     event_loop: str = setting(

@@ -106,6 +106,12 @@ class Metrics:
         self.kept = LabelledCounter(
             "roomwire_grace_kept", "Frames kept for sessions in their grace period."
         )
+        self.admission_refused = LabelledCounter(
+            "roomwire_admission_refused",
+            "WebSocket upgrades refused by the connection caps, by reason "
+            "(total: HTTP 503, per-address: HTTP 429).",
+            ["reason"],
+        )
         self.relay_latency = FastHistogram(
             "roomwire_relay_latency_seconds",
             "Time from a frame's arrival at a pod to its hand-off to the receiver's socket.",
@@ -114,7 +120,7 @@ class Metrics:
         reg.register(
             _Hot(
                 [self.messages, self.delivered, self.errors, self.closes, self.kept,
-                 self.relay_latency]
+                 self.admission_refused, self.relay_latency]
             )
         )  # fmt: skip
         for name, text, read in (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 
 from ..protocol import CloseCode, Frame, Role, encode_frame
@@ -15,6 +16,13 @@ from .sessions import LocalSession
 from .state import PodState
 
 log = logging.getLogger("signaling")
+
+# Close code when no join arrived within --join-deadline of the upgrade (docs/protocol.md).
+JOIN_DEADLINE = 4008
+# Closes that end abuse: the transport is closed after the close frame, never read
+# until aiohttp's close timeout (a flooder kept the pod busy for those 10 s).
+ABORTED_CLOSES = frozenset((CloseCode.POLICY, CloseCode.TOO_BIG, CloseCode.ABUSE, JOIN_DEADLINE))
+ABORT_AFTER_S = 1.0
 
 
 class Delivery:
@@ -81,10 +89,24 @@ class Delivery:
             self.metrics.errors.inc(str(frame.get("code")))
 
     async def close_socket(self, att: Attachment, code: int, reason: str) -> None:
+        """Close with ``code``. A well-behaved close (leave, drain, replaced, slow
+        consumer) waits for the queued frames and does the closing handshake; a close
+        that ends abuse (``ABORTED_CLOSES``) writes the close frame after what is already
+        on the socket and closes the transport: nothing more is read from it, and it is
+        aborted if the close frame cannot leave within ``ABORT_AFTER_S``."""
         if att.closing:
             return
         att.closing = True
         self.metrics.closes.inc(str(code))
+        t = att.transport
+        if code in ABORTED_CLOSES and t is not None:
+            att.queue.clear()
+            if not t.is_closing():
+                body = struct.pack("!H", code) + reason.encode()[:120]
+                t.write(bytes((0x88, len(body))) + body)
+                t.close()
+                asyncio.get_running_loop().call_later(ABORT_AFTER_S, t.abort)
+            return
         if att.writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(att.writer), 2.0)

@@ -11,12 +11,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..protocol import Close, CloseCode, Connection, Join, Leave, Relay, RoomEvent, Send
 from .attachment import Attachment
-from .delivery import Delivery
+from .delivery import JOIN_DEADLINE, Delivery
 from .grace import Grace
 from .join import Joins
 from .relay import Relays
 from .sessions import LocalSession
 from .state import PodState
+
+RETRY = {"Retry-After": "1"}
 
 
 class WebSocketHandler:
@@ -37,10 +39,52 @@ class WebSocketHandler:
         self._room_event = relays.room_event
         self._leave = grace.leave
         self._detach = grace.detach
+        # Open WebSockets (upgrading or upgraded), in total and per client address.
+        self._open = 0
+        self._per_address: dict[str, int] = {}
+
+    def _refused(self, address: str) -> web.Response | None:
+        """The caps on open WebSockets (``--max-connections``, ``--max-connections-per-
+        address``), checked before the upgrade; counted in roomwire_admission_refused."""
+        total, per_address = (
+            self.settings.max_connections,
+            self.settings.max_connections_per_address,
+        )
+        if total and self._open >= total:
+            self.metrics.admission_refused.inc("total")
+            return web.Response(status=503, text="too many connections\n", headers=RETRY)
+        if per_address and self._per_address.get(address, 0) >= per_address:
+            self.metrics.admission_refused.inc("per-address")
+            return web.Response(
+                status=429, text="too many connections from this address\n", headers=RETRY
+            )
+        return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self.pod.draining:
             raise web.HTTPServiceUnavailable(text="draining\n")
+        address = request.remote or ""
+        refused = self._refused(address)
+        if refused is not None:
+            return refused
+        self._open += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        try:
+            return await self._serve(request)
+        finally:
+            self._open -= 1
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
+
+    def _join_deadline(self, conn: Connection, att: Attachment) -> None:
+        """No join within --join-deadline of the upgrade: closed with 4008 (aborted)."""
+        if conn.joined is None and not conn.joining and not att.closing:
+            self.pod.spawn(self.close_socket(att, JOIN_DEADLINE, "no join before the deadline"))
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         # No per-message compression: small JSON frames gain little and it costs more CPU
         # than the rest of a relay (measured in bench/workload_findings.md).
         ws = web.WebSocketResponse(
@@ -53,7 +97,10 @@ class WebSocketHandler:
         att = Attachment(ws, cast(asyncio.WriteTransport | None, request.transport))
         conn = Connection(self.limits, self.settings.join_policy)
         session: LocalSession | None = None
-        left = False
+        left = too_big = False
+        deadline = asyncio.get_running_loop().call_later(
+            self.settings.join_deadline_s, self._join_deadline, conn, att
+        )
         try:
             async for msg in ws:
                 now = time.monotonic()
@@ -62,6 +109,9 @@ class WebSocketHandler:
                 elif msg.type == WSMsgType.BINARY:
                     intents = conn.receive_binary(now)
                 else:
+                    # aiohttp closes a too-big frame's socket itself (1009); the close
+                    # code it keeps may read 1006 by then, the error's code does not.
+                    too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
                     break
                 received = time.time()
                 for intent in intents:
@@ -86,7 +136,8 @@ class WebSocketHandler:
                 if att.closing:
                     break
         finally:
-            if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+            deadline.cancel()
+            if too_big or ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
                 self.metrics.closes.inc(str(CloseCode.TOO_BIG))
             self.sockets.discard(ws)
             if session is not None and not left and session.attachment is att:
