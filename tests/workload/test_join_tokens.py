@@ -2,11 +2,13 @@
 
 Each bad token gets the ``unauthorized`` error frame and close 1008, for the reason it
 was made to fail; a good one joins, and so does one whose ``nbf`` is ahead of the
-server's clock by less than the leeway.
+server's clock by less than the leeway. Within the grace period the resume token is the
+credential; after it, a new session needs a join token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -80,3 +82,59 @@ async def test_join_tokens_against_a_server(
     )
     await ok.relay("offer", "bob", {"x": 1})
     assert (await skewed.recv_until(lambda f: f["type"] == "offer"))["from"] == "alice"
+
+
+async def test_within_grace_the_resume_token_is_the_credential(
+    start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """A join token that expires during the grace period does not stop the resume: the
+    server-signed resume token is the credential then. Once the session is over, a
+    resume token alone gets no new session; a join token does."""
+    args = ["--token-secret", SECRET, "--token-leeway", "0", "--grace", "30"]
+    pod = start_pod(args=args)
+    now = int(time.time())
+    short = tokens.encode({"room": "r", "peer": "a", "role": "participant",
+                           "iat": now, "exp": now + 2}, SECRET)  # fmt: skip
+    a = clients(pod.ws_url)
+    await a.connect()
+    await a.join("r", "a", token=short)
+    b = clients(pod.ws_url)
+    await b.connect()
+    await b.join("r", "b", token=tokens.encode(claims(room="r", peer="b", aud=None), SECRET))
+    await a.abort()
+    async with asyncio.timeout(10):  # the join token's own expiry, bounded
+        while time.time() <= now + 2.5:
+            await asyncio.sleep(0.1)
+    reply = await a.resume()  # no join token: the resume token alone
+    assert reply["resumed"] is True
+    await b.relay("offer", "a", {"n": 1})
+    assert (await a.recv_until(lambda f: f["type"] == "offer"))["data"] == {"n": 1}
+
+
+async def test_a_resume_token_alone_starts_no_new_session(
+    start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    pod = start_pod(args=["--token-secret", SECRET, "--grace", "1"])
+    a = clients(pod.ws_url)
+    await a.connect()
+    await a.join("r", "a", token=tokens.encode(claims(room="r", peer="a", aud=None), SECRET))
+    b = clients(pod.ws_url)
+    await b.connect()
+    await b.join("r", "b", token=tokens.encode(claims(room="r", peer="b", aud=None), SECRET))
+    await a.abort()
+    await b.recv_until(lambda f: f["type"] == "peer-left", timeout=10)  # grace is over
+    late = clients(pod.ws_url)
+    await late.connect()
+    frame = {"type": "join", "room": "r", "peer": "a", "role": "participant",
+             "resume": a.resume_token}  # fmt: skip
+    await late.send_raw(json.dumps(frame))
+    err = await late.recv_until(lambda f: f["type"] == "error")
+    assert err["code"] == "unauthorized" and "join token is required" in err["message"]
+    assert await late.wait_closed() == 1008
+    # With a join token, the same peer comes back as a new session.
+    again = clients(pod.ws_url)
+    await again.connect()
+    joined = await again.join(
+        "r", "a", token=tokens.encode(claims(room="r", peer="a", aud=None), SECRET)
+    )
+    assert joined["resumed"] is False

@@ -108,6 +108,10 @@ class Join:
     last_seq: int | None
     last_rn: int | None
     id: str | int | None
+    # False when auth is on and the join came with a resume token but no (valid) join
+    # token: the resume token is the credential within the grace period, and a fresh
+    # session needs a join token.
+    authorized: bool = True
 
 
 @dataclass(frozen=True)
@@ -416,7 +420,12 @@ class Connection:
         resume = _opt_str(frame, "resume")
         last_seq = _opt_count(frame, "last_seq")
         last_rn = _opt_count(frame, "last_rn")
-        if self.auth is not None:
+        authorized = True
+        if self.auth is not None and resume is not None and "token" not in frame:
+            # Resuming: the server-signed resume token is the credential (a join token
+            # may have expired during the grace period); checked by the adapter.
+            authorized = False
+        elif self.auth is not None:
             token = frame.get("token")
             if not isinstance(token, str):
                 raise _Bad(ErrorCode.UNAUTHORIZED, "a token is required")
@@ -431,7 +440,7 @@ class Connection:
             ):
                 raise _Bad(ErrorCode.UNAUTHORIZED, "token does not match room, peer and role")
         self.joining = True
-        return [Join(room, peer, role, resume, last_seq, last_rn, frame_id)]
+        return [Join(room, peer, role, resume, last_seq, last_rn, frame_id, authorized)]
 
 
 # ---- resume tokens -------------------------------------------------------------------

@@ -61,6 +61,9 @@ class Joins:
             else:
                 session = None
             if session is None:
+                if not j.authorized:
+                    # The session is over: a new one needs a join token like any other.
+                    raise TokenError("the session ended; a join token is required")
                 session = await self._fresh_join(att, j)
         except RoomFull as e:
             conn.join_refused()
