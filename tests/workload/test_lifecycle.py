@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -216,3 +217,24 @@ def _status(pod: Pod, path: str) -> int:
         return pod.get(path)[0]
     except OSError:
         return 0
+
+
+async def test_readyz_fails_within_2s_when_redis_stops_answering(
+    redis_server: RedisServer, redis_url: str, start_pod: PodFactory
+) -> None:
+    """Redis paused (SIGSTOP: its connections stay open, nothing answers): readiness
+    must not wait for a dropped connection or the next failed heartbeat."""
+    pod = start_pod(redis_url, "pod-stall")
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        paused = time.monotonic()
+        wait_until(lambda: _status(pod, "/readyz") == 503, 5, "/readyz 503 with Redis paused")
+        took = time.monotonic() - paused
+        print(f"/readyz 503 {took:.2f}s after Redis stopped answering")
+        assert took <= 2.0, took
+        assert _status(pod, "/healthz") == 200
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_until(pod.ready, 10, "/readyz 200 once Redis answers again")
+    print(f"/readyz 200 {time.monotonic() - resumed:.2f}s after Redis answered again")

@@ -56,7 +56,8 @@ class Hub:
 
     @property
     def registry_ok(self) -> bool:
-        return self.state.registry_ok
+        """The last heartbeat went through and Redis answers right now."""
+        return self.state.registry_ok and self.state.registry.presence.answering()
 
     async def start(self) -> None:
         """Returns at once: the registry is reached in the background, with back-off, so

@@ -36,7 +36,7 @@ class PodState:
             lambda: len(self.sockets),
             lambda: len(self.index.sessions),
             lambda: len(self.index.rooms),
-            lambda: float(self.registry_ok),
+            lambda: float(self.registry_ok and registry.presence.answering()),
             lambda: float(self.draining),
         )
         self._tasks: set[asyncio.Task[Any]] = set()

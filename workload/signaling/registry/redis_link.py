@@ -181,6 +181,14 @@ class RedisLink:
     def backlog(self) -> int:
         return self._queued
 
+    def waited(self) -> float:
+        """Seconds the oldest unanswered command has waited (0 when none waits)."""
+        pipe = self._pipe
+        return pipe.oldest_wait() if pipe is not None and pipe.is_open else 0.0
+
+    def idle(self) -> bool:
+        return self._queued == 0
+
     def caught_up(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._queued == 0:

@@ -28,6 +28,9 @@ from .roles import Presence
 log = logging.getLogger("signaling.redis")
 
 REFRESH_CHUNK = 500  # sessions per refresh call: about a millisecond of Redis each
+# Readiness: Redis counts as not answering once a command waited this long; an idle pod
+# sends a PING this often, so that a Redis that stops answering shows within 2 s.
+STALL_S, PROBE_S = 1.0, 0.5
 RESTORE_CHUNK = 200  # sessions per restore call
 
 SCRIPTS = {name: LuaScript(name, script(name)) for name in ("refresh", "restore")}
@@ -45,13 +48,29 @@ class RedisPresence(Presence):
         self.grace_s = grace_s
         self._secret = secret
         self._registered = False
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self, on_inbox: InboxHandler) -> None:
         # Nothing waits for Redis here: the inbox subscribes in the background, and the
         # hub's heartbeat loop reports the registry reachable once it is.
         self.inbox.start(on_inbox)
+        self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Keep one command in flight now and then on an idle link: a Redis that stops
+        answering (paused, overloaded, a dead connection not yet noticed) is seen by
+        ``answering`` within about STALL_S + PROBE_S."""
+        while True:
+            await asyncio.sleep(PROBE_S)
+            if self.link.idle():
+                self.link.fire("PING")
+
+    def answering(self) -> bool:
+        return self.inbox.subscribed.is_set() and self.link.waited() < STALL_S
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
         self.link.close()
         await self.inbox.close()
 

@@ -160,6 +160,11 @@ class Presence(ABC):
         resume anywhere; pod -> sessions turned, for the pods this call claimed."""
         return {}
 
+    def answering(self) -> bool:
+        """False as soon as the registry stops answering (not only when a connection
+        drops): what readiness follows between heartbeats."""
+        return True
+
     @abstractmethod
     async def deregister(self) -> None: ...
 
