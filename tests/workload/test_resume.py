@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -189,3 +190,42 @@ async def test_peer_of_a_killed_pod_is_announced_gone_after_grace(
     await b.relay("offer", "alice", {"x": 1}, frame_id=1)
     err = await b.recv_until(lambda f: f["type"] == "error")
     assert err["code"] == "unknown-peer"
+
+
+async def test_one_resume_token_on_two_connections_at_once_has_one_winner(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """A client retries a resume on a second connection while the first is still under
+    way (both to the same pod, the resume waiting on Redis): one wins, atomically. The
+    winner gets `joined` before any frame, then every frame once, in order, seq without
+    a gap; the other is refused (`already-joined`) and closed with 4001 without
+    touching the session. (In one process without Redis a resume completes before the
+    next connection's frame is read: the two cannot overlap.)"""
+    pod1 = start_pod(redis_url, "pod-1", wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_ready(pod1, pod2)
+    pods = Pods("redis", pod1, pod2, redis_url)
+    a = await joined(clients, pods.url_a, "race", "alice")
+    b = await joined(clients, pods.url_b, "race", "bob")
+    frames: list[dict[str, Any]] = []
+    sender = Sender(b, "alice", every=0.005)
+    sender.start()
+    await sender.wait_sent(30)
+    await a.abort()
+    drain(a, frames)
+    await sender.wait_sent(sender.sent + 30)
+    frame = {"type": "join", "room": "race", "peer": "alice", "role": "participant",
+             "resume": a.resume_token, "last_seq": a.last_seq, "last_rn": a.last_rn}  # fmt: skip
+    x, y = clients(pods.url_b), clients(pods.url_b)
+    await asyncio.gather(x.connect(), y.connect())
+    await asyncio.gather(x.send_raw(json.dumps(frame)), y.send_raw(json.dumps(frame)))
+    firsts = {"x": (await x.recv(10))["type"], "y": (await y.recv(10))["type"]}
+    print("first frames:", firsts)
+    assert sorted(firsts.values()) == ["error", "joined"], firsts  # never a frame before
+    winner, loser = (x, y) if firsts["x"] == "joined" else (y, x)
+    assert await loser.wait_closed(5) == 4001
+    await sender.wait_sent(sender.sent + 30)
+    total = await sender.stop()
+    received: list[dict[str, Any]] = []
+    await collect(winner, received, total)
+    check_exactly_once(frames + received, total)

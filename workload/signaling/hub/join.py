@@ -34,6 +34,10 @@ from .state import PodState
 log = logging.getLogger("signaling")
 
 
+class ResumeUnderWay(Exception):
+    """Another connection is resuming the same session on this pod right now."""
+
+
 class Joins:
     """Carries out the protocol core's Join intent, and answers takeovers."""
 
@@ -48,6 +52,7 @@ class Joins:
         self.by_peer = pod.index.by_peer
         self.delivery = delivery
         self._takeover_waits: dict[str, asyncio.Future[list[tuple[int, str]]]] = {}
+        self._resuming: set[str] = set()  # sessions with a resume under way here
 
     async def join(self, conn: Connection, att: Attachment, j: Join) -> LocalSession | None:
         """The session now attached to ``att``; None (the client told why, the socket
@@ -69,6 +74,16 @@ class Joins:
             conn.join_refused()
             d.send_direct(att, error(ErrorCode.ROOM_FULL, str(e), j.id))
             await d.close_socket(att, CloseCode.TRY_AGAIN_LATER, "room full")
+            return None
+        except ResumeUnderWay:
+            conn.join_refused()
+            d.send_direct(
+                att,
+                error(
+                    ErrorCode.ALREADY_JOINED, "this session is resuming on another connection", j.id
+                ),
+            )
+            await d.close_socket(att, CloseCode.REPLACED, "resume under way elsewhere")
             return None
         except TokenError as e:
             conn.join_refused()
@@ -138,8 +153,25 @@ class Joins:
                 s.last_rn = max(s.last_rn, int(order))
 
     async def _resume(self, att: Attachment, j: Join) -> LocalSession | None:
+        """One resume of a session at a time on this pod, and the first one wins: a
+        second connection resuming with the same token while the first is under way (a
+        client retrying too early) would otherwise interleave with it, and frames could
+        reach it before its ``joined`` or be lost with the first. The second is refused
+        and closed with 4001; a resume after the first completed takes over as usual."""
         assert j.resume is not None
         claim = read_resume_token(self.pod.resume_secret, j.resume, j.room, j.peer)
+        if claim.session in self._resuming:
+            raise ResumeUnderWay(claim.session)
+        self._resuming.add(claim.session)
+        try:
+            return await self._resume_locked(att, j, claim)
+        finally:
+            self._resuming.discard(claim.session)
+
+    async def _resume_locked(
+        self, att: Attachment, j: Join, claim: ResumeClaim
+    ) -> LocalSession | None:
+        assert j.resume is not None
         s = self.sessions.get(claim.session)
         if s is not None:
             old_att = s.attachment
