@@ -110,22 +110,6 @@ def room_meta(room: str) -> str:
     return f"rw:{{{room}}}:meta"
 
 
-def session(room: str, peer: str) -> str:
-    return f"rw:{{{room}}}:peer:{peer}"
-
-
-def session_box(room: str, peer: str) -> str:
-    return f"rw:{{{room}}}:peer:{peer}:box"
-
-
-def session_recent(room: str, peer: str) -> str:
-    return f"rw:{{{room}}}:peer:{peer}:recent"
-
-
-def session_routed(room: str, peer: str) -> str:
-    return f"rw:{{{room}}}:peer:{peer}:routed"
-
-
 class SessionKeys(NamedTuple):
     """Every key of one peer's session, in the order scripts take them."""
 
@@ -139,6 +123,22 @@ class SessionKeys(NamedTuple):
 def session_keys(room: str, peer: str) -> SessionKeys:
     base = f"rw:{{{room}}}:peer:{peer}"
     return SessionKeys(base, base + ":box", base + ":routed", base + ":recent")
+
+
+def session(room: str, peer: str) -> str:
+    return session_keys(room, peer).hash
+
+
+def session_box(room: str, peer: str) -> str:
+    return session_keys(room, peer).box
+
+
+def session_recent(room: str, peer: str) -> str:
+    return session_keys(room, peer).recent
+
+
+def session_routed(room: str, peer: str) -> str:
+    return session_keys(room, peer).routed
 
 
 def session_member(room: str, peer: str) -> str:

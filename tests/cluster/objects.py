@@ -94,3 +94,19 @@ def small_server_pod(namespace: str, name: str, **extra: Any) -> Obj:
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
         "spec": {"terminationGracePeriodSeconds": 5, "containers": [container], **extra},
     }
+
+
+def deployment_available(d: Obj, settled: bool = False) -> bool:
+    """A Deployment as ``kubectl wait --for=condition=Available`` sees it, its current
+    generation observed and every replica updated and available; with ``settled``, no
+    pod of an older template left either."""
+    st = d.get("status") or {}
+    want = int(d["spec"].get("replicas", 1))
+    conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+    return (
+        conds.get("Available") == "True"
+        and st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and st.get("availableReplicas", 0) >= want
+        and st.get("updatedReplicas", 0) >= want
+        and (not settled or st.get("replicas", 0) == want)
+    )

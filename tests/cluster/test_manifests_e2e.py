@@ -48,6 +48,7 @@ import pytest
 from devcluster.addresses import to_local
 from devcluster.pytest_plugin import KubeCluster
 from signaling.client import Client
+from tests.cluster.objects import deployment_available
 from tests.operator.harness import Follower
 from tests.support import ROOT, eventually
 
@@ -117,18 +118,6 @@ class Deployed:
         }
 
 
-def _available(d: Obj) -> bool:
-    st = d.get("status") or {}
-    want = int(d["spec"].get("replicas", 1))
-    conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
-    return (
-        conds.get("Available") == "True"
-        and st.get("observedGeneration", 0) >= d["metadata"]["generation"]
-        and st.get("availableReplicas", 0) >= want
-        and st.get("updatedReplicas", 0) >= want
-    )
-
-
 def _room_phases(cluster: KubeCluster) -> dict[str, str]:
     got = cluster.kube.get_or_none(MR)
     return {
@@ -151,7 +140,7 @@ def deployed(kube_cluster: KubeCluster) -> Iterator[Deployed]:
 
     def every_deployment_available() -> list[str] | None:
         items = kube_cluster.kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments")["items"]
-        names = sorted(d["metadata"]["name"] for d in items if _available(d))
+        names = sorted(d["metadata"]["name"] for d in items if deployment_available(d))
         return names if names == sorted(DEPLOYMENTS) else None
 
     try:
@@ -541,19 +530,6 @@ async def _at(start: float, offset: float) -> None:
     await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
 
 
-async def _more(c: Client, kind: str, within: float) -> list[Obj]:
-    out = []
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            f = await c.recv(left)
-        except TimeoutError:
-            break
-        if f["type"] == kind:
-            out.append(f)
-    return out
-
-
 async def test_kill_9_offers_acked_then_delivered_once_on_resume_with_the_operator(
     deployed: Deployed,
 ) -> None:
@@ -591,7 +567,9 @@ async def test_kill_9_offers_acked_then_delivered_once_on_resume_with_the_operat
         reply = await a.resume(d.direct_url(pod2))
         assert reply["resumed"] is True and reply["pod"] == name2, reply
         got = [await a.recv_until(lambda f: f["type"] == "offer", timeout=5) for _ in range(4)]
-        extra = await _more(a, "offer", 1.0)  # a copy would come right behind the kept ones
+        extra = await a.recv_within(
+            1.0, lambda f: f["type"] == "offer"
+        )  # a copy would come right behind the kept ones
         print(
             f"alice resumed on {name2} at 25 s: kept {reply.get('kept')}, "
             f"offers {[f['data']['n'] for f in got]}, seq {[f['seq'] for f in got]}, "
@@ -602,7 +580,11 @@ async def test_kill_9_offers_acked_then_delivered_once_on_resume_with_the_operat
         seqs = [f["seq"] for f in got]
         assert seqs == list(range(seqs[0], seqs[0] + 4)), seqs
         assert extra == [], extra
-        left = [f for f in await _more(b, "peer-left", 0.1) if f.get("peer") == "alice"]
+        left = [
+            f
+            for f in await b.recv_within(0.1, lambda f: f["type"] == "peer-left")
+            if f.get("peer") == "alice"
+        ]
         assert left == [], left  # she was in grace, never gone
 
         conversions = await asyncio.to_thread(_conversions, d, name1)

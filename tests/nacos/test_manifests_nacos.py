@@ -20,25 +20,13 @@ from typing import Any
 import pytest
 
 from devcluster.pytest_plugin import KubeCluster
+from tests.cluster.objects import deployment_available
 from tests.support import ROOT
 
 pytestmark = pytest.mark.cluster
 
 NS = "roomwire"
 DEPLOYMENTS = ("meetingroom-operator", "nacos", "redis", "signaling")
-
-
-def _available(d: dict[str, Any]) -> bool:
-    st = d.get("status") or {}
-    want = int(d["spec"].get("replicas", 1))
-    conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
-    return (
-        conds.get("Available") == "True"
-        and st.get("observedGeneration", 0) >= d["metadata"]["generation"]
-        and st.get("availableReplicas", 0) >= want
-        and st.get("updatedReplicas", 0) >= want
-        and st.get("replicas", 0) == want  # no pod of the old template left
-    )
 
 
 def test_signaling_pods_register_in_the_overlay_s_rnacos(
@@ -58,9 +46,9 @@ def test_signaling_pods_register_in_the_overlay_s_rnacos(
 
         def every_deployment_available() -> bool:
             items = kube_cluster.kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments")["items"]
-            return sorted(d["metadata"]["name"] for d in items if _available(d)) == sorted(
-                DEPLOYMENTS
-            )
+            return sorted(
+                d["metadata"]["name"] for d in items if deployment_available(d, settled=True)
+            ) == sorted(DEPLOYMENTS)
 
         try:
             kube_cluster.wait_for(every_deployment_available, 180, "every Deployment Available")

@@ -74,7 +74,7 @@ async def test_offers_to_a_killed_pods_peer_are_kept_and_delivered_once_on_resum
     seqs = [f["seq"] for f in got]
     assert seqs == list(range(seqs[0], seqs[0] + 4)), seqs
     # Exactly once: nothing more arrives (a copy would come right behind the kept ones).
-    extra = await _more(a, "offer", 1.0)
+    extra = await a.recv_within(1.0, lambda f: f["type"] == "offer")
     assert extra == [], extra
     # Bob never saw alice leave: she was in grace, not gone.
     assert not [f for f in _drain(b) if f["type"] == "peer-left"]
@@ -120,7 +120,9 @@ async def test_after_grace_without_resume_peer_left_once_everywhere_and_kept_fra
 
         await eventually(freed, 10, "alice's session and kept frames freed")
         # Once: two sweeps of each pod later, nobody has heard it a second time.
-        again = await _more(b, "peer-left", 3.0) + await _more(c, "peer-left", 0.1)
+        again = await b.recv_within(3.0, lambda f: f["type"] == "peer-left") + await c.recv_within(
+            0.1, lambda f: f["type"] == "peer-left"
+        )
         assert again == [], again
         # And a frame for her now is refused, not acked.
         await b.relay("offer", "alice", {"n": 2}, frame_id=3)
@@ -128,19 +130,6 @@ async def test_after_grace_without_resume_peer_left_once_everywhere_and_kept_fra
         assert err["type"] == "error" and err["code"] == "unknown-peer", err
     finally:
         await r.aclose()
-
-
-async def _more(c: Client, kind: str, within: float) -> list[dict[str, Any]]:
-    out = []
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            f = await c.recv(left)
-        except TimeoutError:
-            break
-        if f["type"] == kind:
-            out.append(f)
-    return out
 
 
 def _drain(c: Client) -> list[dict[str, Any]]:

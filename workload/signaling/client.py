@@ -122,6 +122,20 @@ class Client:
             if match(frame):
                 return frame
 
+    async def recv_within(self, within: float, match: Callable[[Frame], bool]) -> list[Frame]:
+        """Every matching frame that arrives within ``within`` seconds (others dropped):
+        for checking that nothing more comes."""
+        out = []
+        deadline = asyncio.get_running_loop().time() + within
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                f = await self.recv(left)
+            except TimeoutError:
+                break
+            if match(f):
+                out.append(f)
+        return out
+
     async def join(
         self,
         room: str,

@@ -34,13 +34,7 @@ def redis_registry(
         *redis_presence.SCRIPTS.values(),
         *redis_presence.SHARED.values(),
     ]
-    routing: RedisRouting | None = None
-
-    def relay_args() -> list[object]:
-        assert routing is not None
-        return routing.relay_args()
-
-    link = RedisLink(address, pod_id, scripts, redis_routing.RELAY, relay_args)
+    link = RedisLink(address, pod_id, scripts, redis_routing.RELAY)
     routing = RedisRouting(link, keep_max, live_ttl)
     return Registry(
         RedisSessions(link, live_ttl, grace),

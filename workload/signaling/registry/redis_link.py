@@ -114,13 +114,13 @@ class RedisLink:
         pod_id: str,
         scripts: list[LuaScript],
         relay_script: LuaScript,
-        relay_args: Callable[[], list[Any]],
     ) -> None:
         self.address = address
         self.pod_id = pod_id
         self._scripts = [*scripts, relay_script]
         self._relay_script = relay_script
-        self._relay_args = relay_args  # the relay script's leading ARGV, per run
+        # The relay script's leading ARGV, per run: set by the routing role.
+        self.relay_args: Callable[[], list[Any]] = list
         # Not written yet, in call order: calls, and groups of relays.
         self._pending: list[_Call | list[_RelayCall]] = []
         self._queued = 0  # calls and relays submitted and not answered yet
@@ -255,7 +255,7 @@ class RedisLink:
     def _command(self, entry: _Call | list[_RelayCall]) -> tuple[Any, ...]:
         if isinstance(entry, list):
             keys_: list[str] = []
-            args: list[Any] = self._relay_args()
+            args: list[Any] = self.relay_args()
             for room, peer, text, _ in entry:
                 k = keys.session_keys(room, peer)
                 keys_ += (k.hash, k.box, k.routed)

@@ -38,6 +38,7 @@ class RedisRouting(Routing):
         self.keep_max = keep_max
         self.hold_s = hold_s  # how long kept and routed frames are held
         self._members: dict[str, list[str]] = {}  # room -> its members, as last seen
+        link.relay_args = self.relay_args
 
     def relay_args(self) -> list[Any]:
         """The relay script's leading ARGV (see ``lua/relay.lua``)."""

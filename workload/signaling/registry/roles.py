@@ -176,7 +176,3 @@ class Registry:
     sessions: Sessions
     routing: Routing
     presence: Presence
-
-    @property
-    def pod_id(self) -> str:
-        return self.presence.pod_id
