@@ -105,6 +105,7 @@ class RedisPresence(Presence):
             # any inbox message that comes after this one.
             self.inbox.dispatch({"k": "resubscribed"})
         own = keys.pod_sessions(self.pod_id)
+        following = keys.pod_sessions_next(self.pod_id)
         gone = set(moved)
         members = [keys.session_member(r.room, r.peer) for r in sessions if r.sid not in gone]
         commands: list[tuple[Any, ...]] = [
@@ -113,10 +114,13 @@ class RedisPresence(Presence):
              "draining", int(stats.draining), "cpu", stats.cpu, "ts", now),
             ("EXPIRE", pod, keys.POD_TTL_S),
             ("ZADD", keys.PODS, now, self.pod_id),
-            # the session set, rewritten: what the pod holds now is what a reaper finds
-            ("DEL", own),
-            *(("SADD", own, *members[i : i + REFRESH_CHUNK])
+            # The session set, rewritten: what the pod holds now is what a reaper finds.
+            # Built aside and swapped in with one RENAME, so that no reader (the
+            # operator counting sessions) ever sees it half written.
+            ("DEL", following),
+            *(("SADD", following, *members[i : i + REFRESH_CHUNK])
               for i in range(0, len(members), REFRESH_CHUNK)),
+            ("RENAME", following, own) if members else ("DEL", own),
             ("EXPIRE", own, keys.POD_TTL_S * 6),
         ]  # fmt: skip
         if self._secret is not None:
