@@ -26,8 +26,8 @@ Keys (``<x>`` is a value):
   sessions), ``rooms`` (rooms with a local member), ``draining`` ("0"/"1"), ``cpu``
   (share of one core used since the previous heartbeat), ``ts``.
 - ``rw:pod:{<pod>}:sessions`` set of ``session_member(room, peer)``: the sessions the
-  pod holds, rewritten with each heartbeat (built in ``rw:pod:{<pod>}:sessions:next``,
-  then renamed over it) and added to on join and resume.
+  pod holds: added to on join and resume, and kept in step by each heartbeat (what the
+  pod held at the previous beat and no longer does is removed).
 - ``rw:{<room>}:peer:<peer>`` hash, the peer's session: ``sid``, ``pod``, ``role``,
   ``state`` (``live`` or ``grace``), ``seq`` (last seq delivered, written on detach),
   ``n`` (the last cross-pod order number given), ``dropped`` (frames lost to the grace
@@ -89,11 +89,6 @@ def pod(pod_id: str) -> str:
 
 def pod_sessions(pod_id: str) -> str:
     return f"rw:pod:{{{pod_id}}}:sessions"
-
-
-def pod_sessions_next(pod_id: str) -> str:
-    """Where a pod builds its next session set before swapping it in (same slot)."""
-    return f"rw:pod:{{{pod_id}}}:sessions:next"
 
 
 def inbox(pod_id: str) -> str:

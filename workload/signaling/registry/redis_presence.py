@@ -48,6 +48,7 @@ class RedisPresence(Presence):
         self.grace_s = grace_s
         self._secret = secret
         self._registered = False
+        self._last_members: set[str] = set()  # the session set as the last beat wrote it
         self._prober: asyncio.Task[None] | None = None
 
     async def start(self, on_inbox: InboxHandler) -> None:
@@ -105,22 +106,24 @@ class RedisPresence(Presence):
             # any inbox message that comes after this one.
             self.inbox.dispatch({"k": "resubscribed"})
         own = keys.pod_sessions(self.pod_id)
-        following = keys.pod_sessions_next(self.pod_id)
         gone = set(moved)
         members = [keys.session_member(r.room, r.peer) for r in sessions if r.sid not in gone]
+        gone_now = sorted(self._last_members.difference(members))
+        self._last_members = set(members)
         commands: list[tuple[Any, ...]] = [
             ("HSET", pod, "url", stats.url, "connections", stats.connections,
              "sessions", stats.sessions, "rooms", stats.rooms,
              "draining", int(stats.draining), "cpu", stats.cpu, "ts", now),
             ("EXPIRE", pod, keys.POD_TTL_S),
             ("ZADD", keys.PODS, now, self.pod_id),
-            # The session set, rewritten: what the pod holds now is what a reaper finds.
-            # Built aside and swapped in with one RENAME, so that no reader (the
-            # operator counting sessions) ever sees it half written.
-            ("DEL", following),
-            *(("SADD", following, *members[i : i + REFRESH_CHUNK])
+            # The session set kept in step with what the pod holds: added to, and
+            # rid of what the last beat had and this one has not. Never rewritten
+            # whole: a session that joined after this beat's records were taken is in
+            # the set already (its join added it) and must stay.
+            *(("SADD", own, *members[i : i + REFRESH_CHUNK])
               for i in range(0, len(members), REFRESH_CHUNK)),
-            ("RENAME", following, own) if members else ("DEL", own),
+            *(("SREM", own, *gone_now[i : i + REFRESH_CHUNK])
+              for i in range(0, len(gone_now), REFRESH_CHUNK)),
             ("EXPIRE", own, keys.POD_TTL_S * 6),
         ]  # fmt: skip
         if self._secret is not None:
