@@ -1,0 +1,64 @@
+{{/*
+Labels every object of the release carries: those kustomize adds in manifests/
+(app.kubernetes.io/part-of) and Helm's own.
+*/}}
+{{- define "roomwire.labels" -}}
+app.kubernetes.io/part-of: roomwire
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* An image reference: {repository, tag} with the chart's appVersion as the default tag. */}}
+{{- define "roomwire.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+image: {{ printf "%s:%s" .image.repository $tag | quote }}
+{{- with .image.pullPolicy }}
+imagePullPolicy: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis URL when it is given as a value (not from a Secret). */}}
+{{- define "roomwire.redisUrl" -}}
+{{- if .Values.redis.url -}}
+{{- .Values.redis.url -}}
+{{- else if .Values.redis.deploy -}}
+redis://redis:6379/0
+{{- else -}}
+{{- fail "redis.deploy is false: set redis.url or redis.urlSecret.name" -}}
+{{- end -}}
+{{- end }}
+
+{{/* The value part of an env entry holding the Redis URL. */}}
+{{- define "roomwire.redisUrlEnv" -}}
+{{- if .Values.redis.urlSecret.name -}}
+valueFrom:
+  secretKeyRef:
+    name: {{ .Values.redis.urlSecret.name }}
+    key: {{ .Values.redis.urlSecret.key }}
+{{- else -}}
+value: {{ include "roomwire.redisUrl" . }}
+{{- end -}}
+{{- end }}
+
+{{/* The name of the Secret holding the control secret. */}}
+{{- define "roomwire.controlSecretName" -}}
+{{- .Values.controlSecret.existingSecret | default "roomwire-control" -}}
+{{- end }}
+
+{{/* The value part of an env entry holding the control secret. */}}
+{{- define "roomwire.controlSecretEnv" -}}
+valueFrom:
+  secretKeyRef:
+    name: {{ include "roomwire.controlSecretName" . }}
+    key: {{ .Values.controlSecret.key }}
+{{- end }}
+
+{{/* The Nacos server the signaling pods register in ("" for none). */}}
+{{- define "roomwire.nacosServer" -}}
+{{- if .Values.nacos.server -}}
+{{- .Values.nacos.server -}}
+{{- else if .Values.nacos.deploy -}}
+nacos:8848
+{{- end -}}
+{{- end }}
