@@ -52,6 +52,7 @@ class Spec:
     lt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] | None = None
+    live: bool = False  # may change while running (``overlay``); else it needs a restart
 
     def problem(self, value: object) -> str | None:
         """Why ``value`` is out of bounds, or None."""
@@ -79,6 +80,7 @@ def setting(
     lt: float | None = None,
     le: float | None = None,
     choices: tuple[str, ...] | None = None,
+    live: bool = False,
 ) -> T: ...
 @overload
 def setting(
@@ -90,9 +92,10 @@ def setting(
     lt: float | None = None,
     le: float | None = None,
     choices: tuple[str, ...] | None = None,
+    live: bool = False,
 ) -> T: ...
 @overload
-def setting(*, help: str, choices: tuple[str, ...] | None = None) -> Any: ...
+def setting(*, help: str, choices: tuple[str, ...] | None = None, live: bool = False) -> Any: ...
 def setting(
     *,
     default: object = dataclasses.MISSING,
@@ -103,9 +106,11 @@ def setting(
     lt: float | None = None,
     le: float | None = None,
     choices: tuple[str, ...] | None = None,
+    live: bool = False,
 ) -> Any:
-    """A field of a ``settings_class``; without a default the setting is required."""
-    metadata = {_KEY: Spec(help, gt, ge, lt, le, choices)}
+    """A field of a ``settings_class``; without a default the setting is required.
+    ``live``: a running process may take a new value (``overlay``)."""
+    metadata = {_KEY: Spec(help, gt, ge, lt, le, choices, live)}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -173,7 +178,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, prefix: str) -> Non
             default=None,
             choices=f.spec.choices,
             metavar=f.flag[2:].replace("-", "_").upper(),
-            help=f"{f.spec.help} [env {f.env(prefix)}{shown}]",
+            help=f"{f.spec.help} [env {f.env(prefix)}{shown}{'; live' if f.spec.live else ''}]",
         )
 
 
@@ -212,3 +217,56 @@ def load(
     if problems:
         raise SettingsError(problems)
     return cls(**values)
+
+
+def live_names(cls: type) -> tuple[str, ...]:
+    """The settings of ``cls`` a running process may change (declared ``live=True``)."""
+    return tuple(f.name for f in _fields(cls) if f.spec.live)
+
+
+def _typed(f: _Field, raw: object) -> object:
+    """``raw`` (a value of a parsed document) as the setting's type; ValueError if it is
+    not one. A string is parsed as the environment would be; a bool is never a number."""
+    if raw is None and f.optional:
+        return None
+    if isinstance(raw, str):
+        return _PARSERS[f.kind](raw.strip()) if f.kind is not str else raw
+    if f.kind is bool and isinstance(raw, bool):
+        return raw
+    if f.kind is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if f.kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    raise ValueError(f"expected {f.kind.__name__}")
+
+
+def overlay(base: S, values: Mapping[str, object]) -> S:
+    """``base`` with ``values`` in place of its own: names with underscores or dashes
+    (``max_peers``, ``max-peers``), values typed as a parsed document gives them. Only
+    live settings may appear. ``SettingsError`` lists every unknown name, setting that
+    needs a restart, mistyped or out-of-bounds value; ``base`` is never changed."""
+    fields = {f.name: f for f in _fields(type(base))}
+    problems: list[str] = []
+    changes: dict[str, object] = {}
+    for key, raw in values.items():
+        name = str(key).replace("-", "_")
+        f = fields.get(name)
+        if f is None:
+            problems.append(f"{key}: no such setting")
+            continue
+        if not f.spec.live:
+            problems.append(f"{key}: needs a restart; it cannot change while running")
+            continue
+        try:
+            value = _typed(f, raw)
+        except ValueError:
+            problems.append(f"{key}={raw!r} is not a valid {f.kind.__name__}")
+            continue
+        bad = f.spec.problem(value)
+        if bad is not None:
+            problems.append(f"{key} {bad} (got {value!r})")
+            continue
+        changes[name] = value
+    if problems:
+        raise SettingsError(problems)
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]

@@ -122,6 +122,16 @@ class Rnacos:
             body = r.read().decode()
         return json.loads(body) if body.startswith(("{", "[")) else body
 
+    def publish_config(self, data_id: str, content: str, group: str = "DEFAULT_GROUP") -> None:
+        """A config document through the open API (``POST /nacos/v1/cs/configs``), as the
+        people running the system would publish it (console, CLI or CI)."""
+        form = urllib.parse.urlencode(
+            {"dataId": data_id, "group": group, "content": content, "type": "yaml"}
+        ).encode()
+        url = f"http://127.0.0.1:{self.http_port}/nacos/v1/cs/configs"
+        with urllib.request.urlopen(urllib.request.Request(url, form), timeout=3) as r:
+            assert r.read().decode().strip() == "true", f"rnacos refused config {data_id}"
+
     def instances(
         self, service: str = "roomwire-signaling", group: str = "DEFAULT_GROUP"
     ) -> list[dict[str, Any]]:

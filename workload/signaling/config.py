@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -64,24 +65,28 @@ class Settings:
         "port)",
     )
     max_frame_bytes: int = setting(
+        live=True,
         default=_LIMITS.max_frame_bytes,
         gt=0,
         help="largest frame accepted; larger ones close the connection with 1009",
     )
     outbound_queue: int = setting(
+        live=True,
         default=_LIMITS.outbound_queue,
         gt=0,
         help="frames queued per connection before it is closed as a slow consumer (1013)",
     )
     rate: float = setting(
+        live=True,
         default=_LIMITS.rate_per_s,
         gt=0,
         help="frames per second per connection (then 'rate-limited')",
     )
     rate_burst: int = setting(
-        default=_LIMITS.rate_burst, gt=0, help="burst allowance of the rate limit"
+        live=True, default=_LIMITS.rate_burst, gt=0, help="burst allowance of the rate limit"
     )
     max_peers: int = setting(
+        live=True,
         default=_LIMITS.max_peers_per_room,
         gt=0,
         help="peers per room (then 'room-full', close 1013)",
@@ -92,9 +97,12 @@ class Settings:
     grace_keep: int = setting(
         default=_LIMITS.grace_keep, gt=0, help="frames kept per session during its grace period"
     )
-    drain_s: float = setting(default=_LIMITS.drain_s, gt=0, help="seconds to drain on SIGTERM")
+    drain_s: float = setting(
+        live=True, default=_LIMITS.drain_s, gt=0, help="seconds to drain on SIGTERM"
+    )
     # Admission (docs/protocol.md, "Limits"): what a connection may hold before it joins.
     join_deadline_s: float = setting(
+        live=True,
         default=10.0,
         gt=0,
         help="seconds after the WebSocket upgrade within which the first join must arrive; "
@@ -107,25 +115,29 @@ class Settings:
         "the idle time allowed between requests); then it is dropped",
     )
     max_connections: int = setting(
+        live=True,
         default=10000,
         ge=0,
         help="open WebSockets of this process; beyond it an upgrade is refused with HTTP 503 "
         "(0: no cap)",
     )
     max_connections_per_address: int = setting(
+        live=True,
         default=0,
         ge=0,
         help="open WebSockets per client address (the peer address: behind a proxy, the "
         "proxy's); beyond it an upgrade is refused with HTTP 429 (0: no cap)",
     )
     heartbeat_s: float = setting(default=2.0, gt=0, help="seconds between registry heartbeats")
-    ws_heartbeat_s: float = setting(default=20.0, gt=0, help="seconds between WebSocket pings")
+    ws_heartbeat_s: float = setting(
+        live=True, default=20.0, gt=0, help="seconds between WebSocket pings"
+    )
     event_loop: str = setting(
         default="uvloop",
         choices=("uvloop", "asyncio"),
         help="asyncio event loop: uvloop (faster; asyncio where it is not installed) or asyncio",
     )
-    log_level: str = setting(default="INFO", help="logging level")
+    log_level: str = setting(live=True, default="INFO", help="logging level")
     # Nacos (docs/nacos.md): the pod registers itself as an ephemeral instance.
     nacos_server: str | None = setting(
         default=None,
@@ -156,9 +168,20 @@ class Settings:
         help="writable folder for the Nacos client's logs and cache (default: a temporary "
         "folder per process)",
     )
+    nacos_config_data_id: str = setting(
+        default="roomwire-signaling.yaml",
+        help="data id of this pod's live settings in the Nacos config center (YAML; group "
+        "--nacos-group); empty: no config center",
+    )
     pod_namespace: str = setting(
         default="", help="the pod's Kubernetes namespace, reported in its Nacos metadata"
     )
+
+    def problems(self) -> list[str]:
+        """Checks beyond one setting's bounds (also on every config-center document)."""
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            return [f"log_level {self.log_level!r} is not a logging level"]
+        return []
 
     @property
     def limits(self) -> Limits:
@@ -202,6 +225,8 @@ def resolve(
         settings = load(Settings, env, prefix=PREFIX, flags=args)
     except SettingsError as e:
         raise ConfigError(str(e)) from e
+    if settings.problems():
+        raise ConfigError("; ".join(settings.problems()))
     # An empty pod id or advertise URL (--pod-id "") means the derived one.
     host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.gethostname()
     settings = dataclasses.replace(

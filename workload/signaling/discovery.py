@@ -47,6 +47,28 @@ def quiet_client_root_logs() -> None:
         root.addFilter(_not_from_the_sdk)
 
 
+def client_config(
+    server: str, namespace: str, username: str | None, password: str | None, folder: str
+) -> Any:
+    """The ``nacos-sdk-python`` client configuration every Nacos client of ours uses: its
+    logs and cache in ``folder``, quiet below warnings, no cached answers at start."""
+    from v2.nacos import ClientConfigBuilder  # type: ignore[import-untyped]
+
+    builder = (
+        ClientConfigBuilder()
+        .server_address(server)
+        .namespace_id(namespace)
+        .log_level(logging.WARNING)
+        .log_dir(os.path.join(folder, "logs"))
+        .cache_dir(os.path.join(folder, "cache"))
+    )
+    if username and password:
+        builder = builder.username(username).password(password)
+    config = builder.build()
+    config.load_cache_at_start = False
+    return config
+
+
 def endpoint(instance: Any) -> Endpoint:
     """A Nacos SDK ``Instance`` as an ``Endpoint``."""
     return Endpoint(
@@ -138,25 +160,13 @@ class NacosPicker:
         self._set(instances)
 
     async def _run(self) -> None:
-        from v2.nacos import (  # type: ignore[import-untyped]
-            ClientConfigBuilder,
+        from v2.nacos import (
             ListInstanceParam,
             NacosNamingService,
             SubscribeServiceParam,
         )
 
-        builder = (
-            ClientConfigBuilder()
-            .server_address(self.server)
-            .namespace_id(self.namespace)
-            .log_level(logging.WARNING)
-            .log_dir(self._dir + "/logs")
-            .cache_dir(self._dir + "/cache")
-        )
-        if self.username and self.password:
-            builder = builder.username(self.username).password(self.password)
-        config = builder.build()
-        config.load_cache_at_start = False
+        config = client_config(self.server, self.namespace, self.username, self.password, self._dir)
         self._client = await NacosNamingService.create_naming_service(config)
         subscribed, since_poll = False, self.refresh_s
         while True:

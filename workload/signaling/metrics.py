@@ -112,6 +112,12 @@ class Metrics:
             "(total: HTTP 503, per-address: HTTP 429).",
             ["reason"],
         )
+        self.config_updates = LabelledCounter(
+            "roomwire_config_updates",
+            "Versions of this pod's config-center document, by outcome (applied: in force; "
+            "refused: invalid, the previous settings stay).",
+            ["outcome"],
+        )
         self.relay_latency = FastHistogram(
             "roomwire_relay_latency_seconds",
             "Time from a frame's arrival at a pod to its hand-off to the receiver's socket.",
@@ -120,7 +126,7 @@ class Metrics:
         reg.register(
             _Hot(
                 [self.messages, self.delivered, self.errors, self.closes, self.kept,
-                 self.admission_refused, self.relay_latency]
+                 self.admission_refused, self.config_updates, self.relay_latency]
             )
         )  # fmt: skip
         for name, text, read in (

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-import os
 import shutil
 import socket
 import tempfile
@@ -32,14 +31,13 @@ from typing import Any
 from roomwire_contract import discovery
 
 from .config import Settings
-from .discovery import quiet_client_root_logs
+from .discovery import client_config, quiet_client_root_logs
 
 log = logging.getLogger("signaling.nacos")
 
 RETRY_MIN_S = 0.5
 REFRESH_EVERY = 6  # intervals between updates of an unchanged instance
 CALL_TIMEOUT_S = 5.0  # one register/update/deregister call
-CLIENT_LOG_LEVEL = logging.WARNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,21 +198,12 @@ class NacosInstance:
     # --- the SDK ----------------------------------------------------------------------
 
     async def _connect(self) -> Any:
-        from v2.nacos import ClientConfigBuilder, NacosNamingService  # type: ignore[import-untyped]
+        from v2.nacos import NacosNamingService  # type: ignore[import-untyped]
 
         s = self.settings
-        builder = (
-            ClientConfigBuilder()
-            .server_address(s.nacos_server)
-            .namespace_id(s.nacos_namespace)
-            .log_level(CLIENT_LOG_LEVEL)
-            .log_dir(os.path.join(self._dir, "logs"))
-            .cache_dir(os.path.join(self._dir, "cache"))
+        config = client_config(
+            s.nacos_server or "", s.nacos_namespace, s.nacos_username, s.nacos_password, self._dir
         )
-        if s.nacos_username and s.nacos_password:
-            builder = builder.username(s.nacos_username).password(s.nacos_password)
-        config = builder.build()
-        config.load_cache_at_start = False
         return await NacosNamingService.create_naming_service(config)
 
     async def _publish(self, desired: Published) -> None:

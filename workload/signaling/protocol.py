@@ -289,7 +289,7 @@ class JoinedAs:
     role: Role
 
 
-@dataclass
+@dataclass(eq=False)  # one per socket: compared and hashed by identity
 class Connection:
     """One client connection's protocol state: frames in, intents out.
 
@@ -306,6 +306,13 @@ class Connection:
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.limits.rate_per_s, self.limits.rate_burst)
+
+    def retune(self, limits: Limits) -> None:
+        """New limits while open (the config center): the rate bucket keeps what it
+        holds, capped at the new burst."""
+        self.limits = limits
+        self._bucket.rate, self._bucket.burst = limits.rate_per_s, limits.rate_burst
+        self._bucket.tokens = min(self._bucket.tokens, float(limits.rate_burst))
 
     # -- input ------------------------------------------------------------------------
 

@@ -18,18 +18,17 @@ from ..protocol import CloseCode, migrate, reconnect
 from ..registry import RegistryError
 from .delivery import Delivery
 from .sessions import LocalSession
-from .state import PodState
+from .state import PodPart, PodState
 
 log = logging.getLogger("signaling")
 
 
-class Commands:
+class Commands(PodPart):
     """What the operator asks of this pod, and the pod's own drain on SIGTERM."""
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
         self.presence = pod.registry.presence
-        self.limits = pod.limits
         self.sessions = pod.index.sessions
         self.index = pod.index
         self.delivery = delivery

@@ -13,7 +13,7 @@ from ..protocol import CloseCode, Frame, Role, encode_frame
 from ..registry import RegistryError, splice
 from .attachment import Attachment
 from .sessions import LocalSession
-from .state import PodState
+from .state import PodPart, PodState
 
 log = logging.getLogger("signaling")
 
@@ -25,11 +25,11 @@ ABORTED_CLOSES = frozenset((CloseCode.POLICY, CloseCode.TOO_BIG, CloseCode.ABUSE
 ABORT_AFTER_S = 1.0
 
 
-class Delivery:
+class Delivery(PodPart):
     """Frames onto this pod's sockets, or into the registry for sessions not attached."""
 
     def __init__(self, pod: PodState) -> None:
-        self.limits = pod.limits
+        self.pod = pod
         self.routing = pod.registry.routing
         self.metrics = pod.metrics
         self.index = pod.index

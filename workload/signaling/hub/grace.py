@@ -11,18 +11,17 @@ from ..protocol import peer_left
 from ..registry import RegistryError
 from .delivery import Delivery
 from .sessions import LocalSession
-from .state import PodState
+from .state import PodPart, PodState
 
 log = logging.getLogger("signaling")
 
 
-class Grace:
+class Grace(PodPart):
     """A session without a connection waits out its grace period, or leaves at once."""
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
         self.registry = pod.registry.sessions
-        self.limits = pod.limits
         self.index = pod.index
         self.sessions = pod.index.sessions
         self.delivery = delivery

@@ -29,7 +29,7 @@ from ..tokens import TokenError
 from .attachment import Attachment
 from .delivery import Delivery
 from .sessions import LocalSession
-from .state import PodState
+from .state import PodPart, PodState
 
 log = logging.getLogger("signaling")
 
@@ -38,14 +38,13 @@ class ResumeUnderWay(Exception):
     """Another connection is resuming the same session on this pod right now."""
 
 
-class Joins:
+class Joins(PodPart):
     """Carries out the protocol core's Join intent, and answers takeovers."""
 
     def __init__(self, pod: PodState, delivery: Delivery) -> None:
         self.pod = pod
         self.registry_sessions = pod.registry.sessions
         self.routing = pod.registry.routing
-        self.limits = pod.limits
         self.pod_id = pod.pod_id
         self.index = pod.index
         self.sessions = pod.index.sessions

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from aiohttp import WSCloseCode
 
 from ..config import Settings
+from ..config_center import ConfigCenter
 from ..metrics import Metrics
 from ..nacos import NacosInstance, PodLoad
 from ..registry import Registry
@@ -42,6 +44,18 @@ class Hub:
             self.nacos = NacosInstance(settings, self._load)
             self.commands.on_drain.append(self.nacos.wake)
             self.commands.on_weight.append(self.nacos.set_weight)
+        # Live settings from the Nacos config center (--nacos-config-data-id).
+        self.config_center: ConfigCenter | None = None
+        if settings.nacos_server and settings.nacos_config_data_id:
+            self.config_center = ConfigCenter(
+                settings, self.apply, self.state.metrics.config_updates
+            )
+
+    def apply(self, settings: Settings, changed: tuple[str, ...]) -> None:
+        """Settings in force from now on (the config center's, validated)."""
+        self.state.apply(settings)
+        if "log_level" in changed:
+            logging.getLogger().setLevel(settings.log_level.upper())
 
     def _load(self) -> PodLoad:
         return PodLoad(len(self.state.sockets), self.state.draining)
@@ -66,6 +80,8 @@ class Hub:
         self.state.spawn(self.heartbeat.run())
         if self.nacos is not None:
             self.nacos.start()
+        if self.config_center is not None:
+            self.config_center.start()
 
     async def drain(self) -> None:
         await self.commands.drain()
@@ -74,6 +90,8 @@ class Hub:
 
     async def stop(self) -> None:
         pod = self.state
+        if self.config_center is not None:
+            await self.config_center.close()
         if self.nacos is not None:
             await self.nacos.close()
         await pod.cancel_tasks()

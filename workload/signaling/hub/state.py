@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -13,16 +14,20 @@ from aiohttp import web
 
 from ..config import Settings
 from ..metrics import Metrics
+from ..protocol import Connection, Limits
 from ..registry import PodStats, Registry
 from .sessions import SessionIndex
 
 
 class PodState:
-    """One pod's shared state. The flags change; the objects are never rebound."""
+    """One pod's shared state. The flags and the settings in force change (``apply``);
+    the other objects are never rebound."""
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.limits = settings.limits
+        # Every open connection's protocol core, to retune when the limits change.
+        self.connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.registry = registry
         self.pod_id = settings.pod_id
         self.index = SessionIndex()
@@ -41,6 +46,14 @@ class PodState:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
+
+    def apply(self, settings: Settings) -> None:
+        """New settings in force (the config center's): limits for every connection open
+        and to come; what a connection fixed at its upgrade (frame size, WebSocket ping)
+        applies to the next ones."""
+        self.settings, self.limits = settings, settings.limits
+        for conn in list(self.connections):
+            conn.retune(self.limits)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; ``cancel_tasks`` ends it at shutdown."""
@@ -70,3 +83,17 @@ class PodState:
             self.draining,
             round(cpu, 3),
         )
+
+
+class PodPart:
+    """A part of the hub: reads the settings and limits in force through ``pod``."""
+
+    pod: PodState
+
+    @property
+    def settings(self) -> Settings:
+        return self.pod.settings
+
+    @property
+    def limits(self) -> Limits:
+        return self.pod.limits

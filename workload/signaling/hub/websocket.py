@@ -16,20 +16,18 @@ from .grace import Grace
 from .join import Joins
 from .relay import Relays
 from .sessions import LocalSession
-from .state import PodState
+from .state import PodPart, PodState
 
 RETRY = {"Retry-After": "1"}
 
 
-class WebSocketHandler:
+class WebSocketHandler(PodPart):
     """``GET /ws``: accepts a connection and serves it until it closes."""
 
     def __init__(
         self, pod: PodState, delivery: Delivery, joins: Joins, grace: Grace, relays: Relays
     ) -> None:
         self.pod = pod
-        self.settings = pod.settings
-        self.limits = pod.limits
         self.metrics = pod.metrics
         self.sockets = pod.sockets
         self.send_direct = delivery.send_direct
@@ -96,6 +94,7 @@ class WebSocketHandler:
         self.sockets.add(ws)
         att = Attachment(ws, cast(asyncio.WriteTransport | None, request.transport))
         conn = Connection(self.limits, self.settings.join_policy)
+        self.pod.connections.add(conn)
         session: LocalSession | None = None
         left = too_big = False
         deadline = asyncio.get_running_loop().call_later(
