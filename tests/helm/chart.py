@@ -124,7 +124,7 @@ def without_helm_labels(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
 
 
 def env_of(obj: Obj, container: str) -> dict[str, Any]:
-    """A Deployment container's env, by name: the value, or the ``valueFrom``."""
-    spec = obj["spec"]["template"]["spec"]
+    """A Deployment's or Pod's container's env, by name: the value, or the ``valueFrom``."""
+    spec = obj["spec"]["template"]["spec"] if obj.get("kind") == "Deployment" else obj["spec"]
     c = next(c for c in spec["containers"] if c["name"] == container)
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env") or []}

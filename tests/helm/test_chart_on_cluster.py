@@ -13,6 +13,7 @@ Opt-in: ``-m cluster``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import time
@@ -139,15 +140,21 @@ def _desired_replicas(cluster: KubeCluster, pod: Obj) -> float | None:
     return float(m[1]) if m else None
 
 
+def _control_secret(cluster: KubeCluster, ns: str) -> str:
+    s = cluster.kube.get(f"/api/v1/namespaces/{ns}/secrets/roomwire-control")
+    return base64.b64decode(s["data"]["control-secret"]).decode()
+
+
 async def test_install_then_upgrade_capacity_per_pod_drops_nothing(
     cluster_helm: Helm, kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     """``helm install`` (samples on, 200 sessions per pod: the rooms' 26 seats ask for
     2 pods), 8 clients through the Service relaying in a ring; ``helm upgrade
     --reuse-values --set operator.perPod=10``: the operator is recreated with 10 and
-    scales the Deployment to ceil(26 / 10) + 1 buffer = 4 pods; the signaling pods of
-    the install are not restarted, every client keeps its session (moved ones resume)
-    and every acked frame arrives."""
+    scales the Deployment to ceil(26 / 10) + 1 buffer = 4 pods, then rebalances the
+    clients onto them; the signaling pods of the install are not restarted, the
+    generated control secret is kept, every client keeps its session (moved ones
+    resume) and every acked frame arrives."""
     kube_cluster.require_local()
     ns, h, cl = kube_namespace, cluster_helm, kube_cluster
     started = time.monotonic()
@@ -173,6 +180,7 @@ async def test_install_then_upgrade_capacity_per_pod_drops_nothing(
     assert len(old_pods) == 2, sorted(old_pods)
     assert env_of(old_operator, "operator")["ROOMWIRE_PER_POD"] == "200"
 
+    secret = await asyncio.to_thread(_control_secret, cl, ns)
     host, port = await asyncio.to_thread(cl.service_address, ns, "signaling", 80)
     url = f"ws://{host}:{port}/ws"
     followers: list[Follower] = []
@@ -229,13 +237,25 @@ async def test_install_then_upgrade_capacity_per_pod_drops_nothing(
         ]
         assert set(restarts) == {0}, restarts
 
-        # The ring keeps going a few rounds on the new pods' side of things, then stops.
-        rounds = sum(ring.sent.values())
-        await eventually(
-            lambda: asyncio.sleep(0, sum(ring.sent.values()) >= rounds + 3 * len(followers)),
-            60,
-            "three more rounds",
+        assert await asyncio.to_thread(_control_secret, cl, ns) == secret  # kept
+
+        # The operator rebalances onto the new pods (after its skew persisted 10 s): the
+        # clients it moves resume there while the ring goes on.
+        async def spread() -> bool:
+            return len({_pod(f) for f in followers} & set(now)) >= 3 and all(
+                f.ready.is_set() for f in followers
+            )
+
+        await eventually(spread, 60, "clients rebalanced onto the new pods", every=0.2)
+        print(
+            f"clients spread over 3+ pods {time.monotonic() - upgraded_at:.1f} s after the upgrade"
         )
+        rounds = sum(ring.sent.values())
+
+        async def more_rounds() -> bool:
+            return sum(ring.sent.values()) >= rounds + 3 * len(followers)
+
+        await eventually(more_rounds, 60, "three more rounds")
         await ring.stop()
 
         async def complete() -> bool:
