@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import ConfigError, Settings, add_arguments, resolve
+from .edge import settings as edge_settings
 from .hub import Hub, build_app
 from .registry import Registry, memory_registry
 
@@ -96,7 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         "be set with the SIGNALING_* variable shown.",
     )
     add_arguments(serve_p)
+    edge_p = sub.add_parser(
+        "edge",
+        help="serve one meeting room on the LAN, with one upstream to the cloud",
+        description="The room edge: devices of one room connect to it on /ws with the same "
+        "wire protocol; it relays between them itself and carries them all over one "
+        "upstream to the cloud (docs/edge.md). Every flag can also be set with the "
+        "SIGNALING_EDGE_* variable shown.",
+    )
+    edge_settings.add_arguments(edge_p)
     args = parser.parse_args(argv)
+    if args.command == "edge":
+        return _edge(parser, args)
     try:
         settings, level = resolve(args)
     except ConfigError as e:
@@ -105,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     run(serve(settings), settings.event_loop)
+    return 0
+
+
+def _edge(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .edge.server import serve as serve_edge
+
+    try:
+        settings = edge_settings.resolve(args)
+    except edge_settings.EdgeConfigError as e:
+        parser.error(str(e))
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(serve_edge(settings), settings.event_loop)
     return 0
 
 

@@ -328,6 +328,18 @@ class Connection:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
             return self._fail(ErrorCode.BAD_JSON, "frame is not valid JSON", None, now)
+        return self._decoded(frame, now)
+
+    def receive_frame(self, frame: Any, now: float) -> list[Intent]:
+        """A frame parsed already (an edge link carries device frames inside its own):
+        the same checks and intents as ``receive_text``."""
+        if self.closed:
+            return []
+        if not self._bucket.take(now):
+            return self._fail(ErrorCode.RATE_LIMITED, "too many frames; slow down", None, now)
+        return self._decoded(frame, now)
+
+    def _decoded(self, frame: Any, now: float) -> list[Intent]:
         frame_id: str | int | None = None
         try:
             if not isinstance(frame, dict):
@@ -446,6 +458,14 @@ class Connection:
                 role.value,
             ):
                 raise _Bad(ErrorCode.UNAUTHORIZED, "token does not match room, peer and role")
+            # An edge token is good only for role edge, and role edge only with one.
+            if (claims.get("use") == tokens.EDGE_USE) != (role == Role.EDGE):
+                raise _Bad(
+                    ErrorCode.UNAUTHORIZED,
+                    "role 'edge' needs an edge token"
+                    if role == Role.EDGE
+                    else "an edge token is only for role 'edge'",
+                )
         self.joining = True
         return [Join(room, peer, role, resume, last_seq, last_rn, frame_id, authorized)]
 

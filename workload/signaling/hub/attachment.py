@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
+from ..edge.framing import dev_down
 from .wsframes import text_frame
 
 
@@ -23,6 +25,8 @@ class Attachment:
     queue: deque[str] = field(default_factory=deque)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
+    # The edge (its link key) the peer connects through; "" for a direct connection.
+    edge: str = ""
 
     def emit(self, text: str) -> None:
         """Send now when nothing waits before it, else queue behind the writer task.
@@ -57,3 +61,33 @@ async def _write_queue(att: Attachment) -> None:
         att.queue.clear()
     finally:
         att.writer = None
+
+
+class EdgeLinkPort(Protocol):
+    """What a device's attachment needs of its edge link (``hub.edgelink.EdgeLink``)."""
+
+    key: str
+
+    def push(self, message: str) -> None:
+        """Queue one link message; messages of one loop turn leave as one batch."""
+
+    def device_closed(self, att: DeviceAttachment, code: int, reason: str) -> None:
+        """The cloud let the device's session go from this link."""
+
+    async def move(self, message: str, close_after_s: float) -> None:
+        """Send the edge ``migrate`` or ``reconnect`` (all its devices), then close."""
+
+
+@dataclass(eq=False)
+class DeviceAttachment(Attachment):
+    """A device behind an edge: its frames are wrapped for it and written on the edge's
+    one socket (``ws``, shared by every device of the link)."""
+
+    link: EdgeLinkPort | None = None
+    dev: str = ""
+    dev_json: str = ""
+
+    def emit(self, text: str) -> None:
+        if self.closing or self.link is None:
+            return
+        self.link.push(dev_down(self.dev_json, text))

@@ -14,8 +14,10 @@ from typing import Any
 
 from roomwire_contract import control
 
+from ..edge import framing
 from ..protocol import CloseCode, migrate, reconnect
 from ..registry import RegistryError
+from .attachment import DeviceAttachment, EdgeLinkPort
 from .delivery import Delivery
 from .sessions import LocalSession
 from .state import PodPart, PodState
@@ -53,16 +55,30 @@ class Commands(PodPart):
         log.info("operator command %s", op)
         if op == "reconnect":
             after = int(cmd.get("after_ms", 0))
+            links: dict[str, EdgeLinkPort] = {}
             for sid in cmd.get("sids") or []:
                 s = self.sessions.get(str(sid))
                 if s is not None and s.attachment is not None:
+                    if (link := _link(s)) is not None:
+                        links[link.key] = link  # a device: its edge moves, all at once
+                        continue
                     self.pod.spawn(self._send_reconnect(s, after, 0.0, wait_negotiation=True))
+            for link in links.values():
+                self.pod.spawn(link.move(framing.reconnect(after), 0.5))
         elif op == "migrate-room":
             room, url = str(cmd.get("room")), str(cmd.get("url"))
+            links = {}
             for s in self.index.room_members(room):
                 if s.attachment is not None:
+                    if (link := _link(s)) is not None:
+                        links[link.key] = link
+                        continue
                     self.delivery.send_direct(s.attachment, migrate(url, s.resume_token))
                     self.pod.spawn(self._close_later(s, 2.0))
+            # An edge moves its upstream itself (make before break) and closes this link;
+            # the pod closes it after a while if it has not.
+            for link in links.values():
+                self.pod.spawn(link.move(framing.migrate(url), 10.0))
         elif op == "drain":
             self.pod.spawn(self.drain())
 
@@ -88,6 +104,10 @@ class Commands(PodPart):
         self.delivery.send_direct(att, reconnect(after_ms, s.resume_token))
         await self.delivery.close_socket(att, CloseCode.SERVICE_RESTART, "reconnect")
 
+    async def _move_later(self, link: EdgeLinkPort, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await link.move(framing.reconnect(random.randint(0, 500)), 0.5)
+
     async def _close_later(self, s: LocalSession, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         att = s.attachment
@@ -107,10 +127,16 @@ class Commands(PodPart):
             await self.presence.heartbeat(pod.stats(), [])
         window = self.limits.drain_s * 0.8
         jobs = []
+        links: dict[str, EdgeLinkPort] = {}
         for s in list(self.sessions.values()):
             if s.attachment is not None:
+                if (link := _link(s)) is not None:
+                    links[link.key] = link
+                    continue
                 delay = random.uniform(0, window)
                 jobs.append(self._send_reconnect(s, random.randint(0, 500), delay))
+        for link in links.values():
+            jobs.append(self._move_later(link, random.uniform(0, window)))
         if jobs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -120,3 +146,9 @@ class Commands(PodPart):
         deadline = time.monotonic() + 2.0
         while pod.sockets and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+
+def _link(s: LocalSession) -> EdgeLinkPort | None:
+    """The edge link a device's session is attached through; None for a direct client."""
+    att = s.attachment
+    return att.link if isinstance(att, DeviceAttachment) else None

@@ -11,7 +11,7 @@ import time
 
 from ..protocol import CloseCode, Frame, Role, encode_frame
 from ..registry import RegistryError, splice
-from .attachment import Attachment
+from .attachment import Attachment, DeviceAttachment
 from .sessions import LocalSession
 from .state import PodPart, PodState
 
@@ -97,6 +97,11 @@ class Delivery(PodPart):
         if att.closing:
             return
         att.closing = True
+        if isinstance(att, DeviceAttachment):
+            # A device behind an edge: the edge is told; its link stays open.
+            if att.link is not None:
+                att.link.device_closed(att, code, reason)
+            return
         self.metrics.closes.inc(str(code))
         t = att.transport
         if code in ABORTED_CLOSES and t is not None:
@@ -121,16 +126,24 @@ class Delivery(PodPart):
             await self.close_socket(att, code, reason)
 
     def deliver_room_locally(
-        self, room: str, text: str, exclude_sid: str, screens_only: bool
+        self, room: str, text: str, exclude_sid: str, screens_only: bool, exclude_edge: str = ""
     ) -> None:
+        """To the room's sessions here but the sender; with ``exclude_edge`` not to the
+        devices behind the sender's edge either: that edge delivered it to them itself."""
         for s in self.index.room_members(room):
-            if s.sid != exclude_sid and (not screens_only or s.role == Role.SCREEN):
+            if (
+                s.sid != exclude_sid
+                and (not screens_only or s.role == Role.SCREEN)
+                and (not exclude_edge or s.edge != exclude_edge)
+            ):
                 self.deliver(s, text)
 
-    async def room_notice(self, room: str, frame: Frame, exclude_sid: str) -> None:
+    async def room_notice(
+        self, room: str, frame: Frame, exclude_sid: str, exclude_edge: str = ""
+    ) -> None:
         """A room event from the server (peer-joined, peer-left): here and to the room."""
         text = encode_frame(frame)
-        self.deliver_room_locally(room, text, exclude_sid, False)
+        self.deliver_room_locally(room, text, exclude_sid, False, exclude_edge)
         try:
             await self.routing.fan_out(
                 room, text, screens_only=False, exclude_sid=exclude_sid, replay=False

@@ -54,7 +54,9 @@ class Grace(PodPart):
         except RegistryError:
             removed = True
         if removed:
-            await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid)
+            await self.delivery.room_notice(
+                s.room, peer_left(s.peer, s.role.value), s.sid, s.edge
+            )
 
     async def leave(self, s: LocalSession) -> None:
         """The peer sent ``leave``: the session ends now."""
@@ -64,4 +66,4 @@ class Grace(PodPart):
             await self.registry.remove(s.sid, s.room, s.peer)
         except RegistryError as e:
             log.warning("leave of %s not registered: %s", s.sid, e)
-        await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid)
+        await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid, s.edge)

@@ -103,7 +103,9 @@ class Joins(PodPart):
         token = make_resume_token(self.pod.resume_secret, ResumeClaim(sid, j.room, j.peer, j.role))
         # Indexed (holding frames) before it is registered, so that nothing sent to it
         # between registration and `joined` is lost.
-        session = LocalSession(sid, j.room, j.peer, j.role, token, attachment=att, resuming=[])
+        session = LocalSession(
+            sid, j.room, j.peer, j.role, token, attachment=att, resuming=[], edge=att.edge
+        )
         old_local = self.by_peer.get((j.room, j.peer))
         self.index.add(session)
         try:
@@ -123,7 +125,7 @@ class Joins(PodPart):
                 await self.routing.notify_takeover(out.replaced_pod, out.replaced_sid, True)
         # The room hears of the peer before the peer hears `joined`: whoever it then talks
         # to already knows it.
-        await self.delivery.room_notice(j.room, peer_joined(j.peer, j.role.value), sid)
+        await self.delivery.room_notice(j.room, peer_joined(j.peer, j.role.value), sid, att.edge)
         self.delivery.send_direct(
             att,
             joined(
@@ -187,6 +189,7 @@ class Joins(PodPart):
                 claim.session, claim.room, claim.peer, claim.role, j.resume, attachment=att
             )
             self.index.add(s)
+        s.edge = att.edge
         s.resuming = []
         try:
             out = await self.registry_sessions.resume(

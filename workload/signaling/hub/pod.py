@@ -14,6 +14,7 @@ from ..nacos import NacosInstance, PodLoad
 from ..registry import Registry
 from .commands import Commands
 from .delivery import Delivery
+from .edgelink import EdgeLinks
 from .grace import Grace
 from .heartbeat import Heartbeat
 from .inbox import Inbox
@@ -35,8 +36,12 @@ class Hub:
         self.commands = Commands(pod, self.delivery)
         self.heartbeat = Heartbeat(pod, self.delivery)
         self.inbox = Inbox(pod, self.delivery, self.joins, self.commands)
-        self.websocket = WebSocketHandler(pod, self.delivery, self.joins, self.grace, self.relays)
+        self.edges = EdgeLinks(pod, self.delivery, self.joins, self.grace, self.relays)
+        self.websocket = WebSocketHandler(
+            pod, self.delivery, self.joins, self.grace, self.relays, self.edges
+        )
         self.handle_ws = self.websocket.handle
+        self.handle_edge = self.websocket.handle_edge
         # This pod's Nacos instance (--nacos-server), kept beside the registry: never
         # part of readiness.
         self.nacos: NacosInstance | None = None

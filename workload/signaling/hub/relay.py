@@ -81,6 +81,6 @@ class Relays:
             log.warning("room event failed: %s", err)
             self.send_direct(att, error(ErrorCode.UNAVAILABLE, "room unavailable, retry", e.id))
             return
-        self.deliver_room_locally(s.room, text, s.sid, e.screens_only)
+        self.deliver_room_locally(s.room, text, s.sid, e.screens_only, s.edge)
         if e.id is not None:
             self.send_direct(att, ack(e.id))

@@ -49,6 +49,7 @@ def build_app(hub: Hub) -> web.Application:
     app = web.Application()
     app[HUB] = hub
     app.router.add_get("/ws", hub.handle_ws)
+    app.router.add_get("/edge", hub.handle_edge)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

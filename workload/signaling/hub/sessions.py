@@ -34,6 +34,10 @@ class LocalSession:
     negotiating_until: float = 0.0
     last_rn: int = 0  # the highest cross-pod order number delivered here
     busy_published: float = 0.0
+    # A device behind an edge: the edge's link key (room and edge peer), and the number
+    # of the last frame of the device taken from the link (see docs/edge.md).
+    edge: str = ""
+    edge_u: int = 0
 
     def note_signal(self, text: str) -> None:
         """Track offer/answer: a session is not moved in the middle of a negotiation."""

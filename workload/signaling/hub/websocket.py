@@ -9,9 +9,23 @@ from typing import cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..protocol import Close, CloseCode, Connection, Join, Leave, Relay, RoomEvent, Send
+from ..edge.framing import ENVELOPE_BYTES
+from ..protocol import (
+    Close,
+    CloseCode,
+    Connection,
+    ErrorCode,
+    Join,
+    Leave,
+    Relay,
+    Role,
+    RoomEvent,
+    Send,
+    error,
+)
 from .attachment import Attachment
 from .delivery import JOIN_DEADLINE, Delivery
+from .edgelink import EdgeLinks
 from .grace import Grace
 from .join import Joins
 from .relay import Relays
@@ -25,7 +39,13 @@ class WebSocketHandler(PodPart):
     """``GET /ws``: accepts a connection and serves it until it closes."""
 
     def __init__(
-        self, pod: PodState, delivery: Delivery, joins: Joins, grace: Grace, relays: Relays
+        self,
+        pod: PodState,
+        delivery: Delivery,
+        joins: Joins,
+        grace: Grace,
+        relays: Relays,
+        edges: EdgeLinks,
     ) -> None:
         self.pod = pod
         self.metrics = pod.metrics
@@ -37,6 +57,7 @@ class WebSocketHandler(PodPart):
         self._room_event = relays.room_event
         self._leave = grace.leave
         self._detach = grace.detach
+        self._edge_link = edges.serve
         # Open WebSockets (upgrading or upgraded), in total and per client address.
         self._open = 0
         self._per_address: dict[str, int] = {}
@@ -59,6 +80,14 @@ class WebSocketHandler(PodPart):
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, edge_path=False)
+
+    async def handle_edge(self, request: web.Request) -> web.StreamResponse:
+        """``GET /edge``: edge links only; a link frame may carry a device frame of the
+        largest size with its envelope, or a batch of smaller ones."""
+        return await self._handle(request, edge_path=True)
+
+    async def _handle(self, request: web.Request, edge_path: bool) -> web.StreamResponse:
         if self.pod.draining:
             raise web.HTTPServiceUnavailable(text="draining\n")
         address = request.remote or ""
@@ -68,7 +97,7 @@ class WebSocketHandler(PodPart):
         self._open += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1
         try:
-            return await self._serve(request)
+            return await self._serve(request, edge_path)
         finally:
             self._open -= 1
             left = self._per_address[address] - 1
@@ -82,12 +111,13 @@ class WebSocketHandler(PodPart):
         if conn.joined is None and not conn.joining and not att.closing:
             self.pod.spawn(self.close_socket(att, JOIN_DEADLINE, "no join before the deadline"))
 
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, edge_path: bool) -> web.StreamResponse:
         # No per-message compression: small JSON frames gain little and it costs more CPU
         # than the rest of a relay (measured in bench/workload_findings.md).
+        max_bytes = self.limits.max_frame_bytes
         ws = web.WebSocketResponse(
             heartbeat=self.settings.ws_heartbeat_s,
-            max_msg_size=self.limits.max_frame_bytes,
+            max_msg_size=max_bytes + ENVELOPE_BYTES if edge_path else max_bytes,
             compress=False,
         )
         await ws.prepare(request)
@@ -118,6 +148,18 @@ class WebSocketHandler(PodPart):
                         self.send_direct(att, intent.frame)
                     elif isinstance(intent, Close):
                         await self.close_socket(att, intent.code, intent.reason)
+                    elif isinstance(intent, Join) and intent.role == Role.EDGE:
+                        # An edge link: the rest of the connection is the link's.
+                        deadline.cancel()
+                        await self._edge_link(ws, att, conn, intent)
+                        att.closing = True
+                        break
+                    elif isinstance(intent, Join) and edge_path:
+                        conn.join_refused()
+                        self.send_direct(
+                            att, error(ErrorCode.FORBIDDEN, "/edge is for role 'edge'", intent.id)
+                        )
+                        await self.close_socket(att, CloseCode.POLICY, "not an edge")
                     elif isinstance(intent, Join):
                         session = await self._join(conn, att, intent)
                     elif session is None:
