@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean
+.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean demo demo-down demo-scale-out
 
 # Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
 # root project is the development install (those three, devcluster, the tools). pip is
@@ -59,6 +59,18 @@ cluster-up: $(STAMP)
 
 cluster-down: $(STAMP)
 	$(PY) -m devcluster down
+
+## demo: local cluster, manifests/ and samples, simulated participants, live view, Prometheus; prints the URLs
+demo: $(STAMP) deps
+	$(PY) -m devcluster.demo up
+
+## demo-down: stops everything demo started, then the cluster
+demo-down: $(STAMP)
+	$(PY) -m devcluster.demo down
+
+## demo-scale-out: a 300-seat room: the operator scales out, then rebalances (watch the live view)
+demo-scale-out: $(STAMP)
+	$(PY) -m devcluster.demo scale-out
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
