@@ -6,6 +6,7 @@ listed, instead of surfacing later as a strange decision."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from meetingroom_operator.errors import ConfigError
@@ -22,51 +23,106 @@ class Config:
     deployment: str = setting(default="signaling", help="Deployment of the signaling pods")
     signaling_port: int = setting(default=8080, gt=0, lt=65536, help="the pods' ws port")
     # scaling
-    scaling_enabled: bool = setting(default=True, help="scale the Deployment")
-    per_pod: int = setting(default=200, gt=0, help="sessions one pod is sized for")
-    min_replicas: int = setting(default=1, ge=0, help="fewest pods")
-    max_replicas: int = setting(default=20, ge=0, help="most pods")
-    buffer_pods: int = setting(default=1, ge=0, help="spare pods beyond the demand")
-    buffer_percent: int = setting(default=0, ge=0, help="spare pods, in percent of demand")
+    scaling_enabled: bool = setting(default=True, help="scale the Deployment", live=True)
+    per_pod: int = setting(default=200, gt=0, help="sessions one pod is sized for", live=True)
+    min_replicas: int = setting(default=1, ge=0, help="fewest pods", live=True)
+    max_replicas: int = setting(default=20, ge=0, help="most pods", live=True)
+    buffer_pods: int = setting(default=1, ge=0, help="spare pods beyond the demand", live=True)
+    buffer_percent: int = setting(
+        default=0, ge=0, help="spare pods, in percent of demand", live=True
+    )
     scale_down_window_s: float = setting(
-        default=120.0, ge=0, help="seconds the demand must stay lower before scaling down"
+        default=120.0,
+        ge=0,
+        help="seconds the demand must stay lower before scaling down",
+        live=True,
     )
     drain_deadline_s: float = setting(
-        default=60.0, gt=0, help="seconds a pod scaled away may take to drain"
+        default=60.0,
+        gt=0,
+        help="seconds a pod scaled away may take to drain",
+        live=True,
     )
     # placement and weights
     placement_balance: float = setting(
         default=1.15,
         ge=1.0,
         help="load ratio to the emptiest pod above which a room goes elsewhere",
+        live=True,
     )
     accept_high: float = setting(
-        default=1.10, ge=1.0, help="load ratio to the mean above which a pod stops accepting"
+        default=1.10,
+        ge=1.0,
+        help="load ratio to the mean above which a pod stops accepting",
+        live=True,
     )
     accept_low: float = setting(
-        default=1.02, ge=1.0, help="load ratio to the mean below which a pod accepts again"
+        default=1.02,
+        ge=1.0,
+        help="load ratio to the mean below which a pod accepts again",
+        live=True,
     )
     # rebalancing
-    rebalance_enabled: bool = setting(default=True, help="move sessions off overloaded pods")
+    rebalance_enabled: bool = setting(
+        default=True, help="move sessions off overloaded pods", live=True
+    )
     skew_threshold: float = setting(
-        default=1.10, ge=1.0, help="load ratio of the fullest pod to the mean that is skew"
+        default=1.10,
+        ge=1.0,
+        help="load ratio of the fullest pod to the mean that is skew",
+        live=True,
     )
     skew_persist_s: float = setting(
-        default=10.0, ge=0, help="seconds skew must last before a rebalance"
+        default=10.0,
+        ge=0,
+        help="seconds skew must last before a rebalance",
+        live=True,
     )
     move_window_ms: int = setting(
-        default=5_000, ge=0, help="milliseconds over which a wave's moves are spread"
+        default=5_000,
+        ge=0,
+        help="milliseconds over which a wave's moves are spread",
+        live=True,
     )
-    move_batch: int = setting(default=10, gt=0, help="sessions moved per command")
-    max_moves_per_wave: int = setting(default=500, gt=0, help="most sessions moved per wave")
+    move_batch: int = setting(default=10, gt=0, help="sessions moved per command", live=True)
+    max_moves_per_wave: int = setting(
+        default=500, gt=0, help="most sessions moved per wave", live=True
+    )
     move_timeout_s: float = setting(
-        default=30.0, gt=0, help="seconds a moved session may take to arrive"
+        default=30.0,
+        gt=0,
+        help="seconds a moved session may take to arrive",
+        live=True,
     )
     # dead pods and loops
     grace_ttl_s: int = setting(default=30, gt=0, help="seconds a dead pod's sessions wait")
-    interval_s: float = setting(default=1.0, gt=0, help="seconds between reconcile loops")
+    interval_s: float = setting(
+        default=1.0, gt=0, help="seconds between reconcile loops", live=True
+    )
     status_interval_s: float = setting(
-        default=5.0, gt=0, help="seconds between MeetingRoom status updates"
+        default=5.0,
+        gt=0,
+        help="seconds between MeetingRoom status updates",
+        live=True,
+    )
+    # the Nacos config center (docs/nacos.md): live settings from a YAML document
+    nacos_server: str | None = setting(
+        default=None,
+        help="Nacos server HOST:PORT (its HTTP port; gRPC is that + 1000); absent: no "
+        "config center",
+    )
+    nacos_namespace: str = setting(default="", help="Nacos namespace id (default: public)")
+    nacos_group: str = setting(default="DEFAULT_GROUP", help="Nacos group of the document")
+    nacos_username: str | None = setting(default=None, help="Nacos user name, when auth is on")
+    nacos_password: str | None = setting(default=None, help="Nacos password, when auth is on")
+    nacos_config_data_id: str = setting(
+        default="roomwire-operator.yaml",
+        help="data id of the operator's live settings in the config center (YAML)",
+    )
+    pod_name: str = setting(
+        default_factory=socket.gethostname,
+        help="this operator's pod (the host name in Kubernetes): Events about its "
+        "configuration name it",
     )
     metrics_port: int = setting(default=9090, ge=0, lt=65536, help="metrics port (0: off)")
     metrics_host: str = setting(default="0.0.0.0", help="address of the metrics server")

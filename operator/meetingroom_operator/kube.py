@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kubernetes
@@ -162,3 +163,30 @@ class Kube:
         )
         items = res.get("items") or [] if isinstance(res, dict) else []
         return {str((o.get("spec") or {}).get("roomId") or o["metadata"]["name"]) for o in items}
+
+    async def post_event(
+        self, kind: str, api_version: str, name: str, reason: str, message: str
+    ) -> None:
+        """A Warning Event about an object of this namespace (``kubectl describe`` shows
+        it), from the operator."""
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        body: Any = {  # the client takes a plain dict for its CoreV1Event
+            "metadata": {"generateName": f"{name}.", "namespace": self.namespace},
+            "involvedObject": {
+                "kind": kind,
+                "apiVersion": api_version,
+                "name": name,
+                "namespace": self.namespace,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": "meetingroom-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call(
+            f"event {reason} on {kind} {name}",
+            lambda: self.core.create_namespaced_event(self.namespace, body),
+        )

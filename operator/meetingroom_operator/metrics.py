@@ -130,6 +130,14 @@ class Metrics:
         self.errors = Metric(
             reg, "roomwire_operator_errors", "Errors by where they happened.", "counter", ("where",)
         )
+        self.config_updates = Metric(
+            reg,
+            "roomwire_operator_config_updates",
+            "Versions of the operator's config-center document, by outcome (applied: in "
+            "force; refused: invalid, the previous settings stay).",
+            "counter",
+            ("outcome",),
+        )
 
     def render(self) -> str:
         """The Prometheus text format (0.0.4) of everything in this registry."""

@@ -76,9 +76,15 @@ def for_devcluster(o: Obj) -> Obj:
 
 
 def workload_objects(
-    objs: list[Obj], ns: str, redis_url: str, replicas: int, drain_s: float = 5
+    objs: list[Obj],
+    ns: str,
+    redis_url: str,
+    replicas: int,
+    drain_s: float = 5,
+    env: dict[str, str] | None = None,
 ) -> list[Obj]:
-    """The shipped workload for a test: the test's Redis instead of the Redis pod."""
+    """The shipped workload for a test: the test's Redis instead of the Redis pod; ``env``
+    set on the signaling container."""
     out = []
     for o in in_namespace(objs, ns):
         name = o["metadata"]["name"]
@@ -94,6 +100,8 @@ def workload_objects(
             _env(c, "SIGNALING_REDIS_URL", redis_url)
             _env(c, "SIGNALING_DRAIN_S", str(drain_s))
             _env(c, "SIGNALING_LOG_LEVEL", "WARNING")
+            for k, v in (env or {}).items():
+                _env(c, k, v)
         out.append(for_devcluster(o))
     return out
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -142,10 +143,16 @@ def redis_db_url(redis_server: RedisServer, kube_namespace: str) -> Iterator[str
     yield url
 
 
-def make_stack(cluster: KubeCluster, ns: str, redis_url: str, replicas: int) -> Stack:
+def make_stack(
+    cluster: KubeCluster,
+    ns: str,
+    redis_url: str,
+    replicas: int,
+    env: dict[str, str] | None = None,
+) -> Stack:
     cluster.require_local()
     objs = kustomize(cluster.kubectl, ROOT / "manifests" / "workload")
-    stack = Stack(cluster, ns, redis_url, workload_objects(objs, ns, redis_url, replicas))
+    stack = Stack(cluster, ns, redis_url, workload_objects(objs, ns, redis_url, replicas, env=env))
     for o in stack.workload:
         cluster.apply(o)
     cluster.wait_ready_pods(ns, SIGNALING, replicas, timeout=90)
@@ -786,3 +793,176 @@ async def test_kill_9_cleans_sessions_within_2s_rehomes_rooms_and_clients_resume
         await r.aclose()
         for f in followers:
             await f.stop()
+
+
+# ---- the Nacos config center and the weights in Nacos ------------------------------
+
+
+def _nacos_weights(rnacos: Any) -> dict[str, float]:
+    """Pod name -> weight of each signaling instance in Nacos (open API)."""
+    return {str(h["metadata"].get("pod")): float(h["weight"]) for h in rnacos.instances()}
+
+
+def _operator_ip(stack: Stack) -> str:
+    """Where the operator's pod really listens (the API shows an alias)."""
+    pods = stack.cluster.ready_pods(stack.ns, OPERATOR)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return stack.cluster.local_ip(pods[0])
+
+
+def _operator_metric(stack: Stack, name: str) -> float:
+    import re
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{_operator_ip(stack)}:9090/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body = r.read().decode()
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"{url}: {e.code} {e.read()[:300]!r} {e.headers}") from e
+    m = re.search(rf"^{re.escape(name)} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def test_config_center_moves_the_operator_live_and_nacos_weights_follow_2_to_4(
+    kube_cluster: KubeCluster, kube_namespace: str, crd: Obj, redis_db_url: str, store: Store
+) -> None:
+    """A real rnacos beside the local cluster; the pods register in it and the operator
+    listens to its document there. 160 clients on 2 pods; then the operator's document
+    says ``per_pod: 40``: the operator takes it live (no restart) and scales 2 -> 4; the
+    weights it computes reach Nacos and follow the load (the old pods' fall below the new
+    ones' while the new pods are empty, and come back once the rebalance evens them).
+    An invalid document is refused: log line, metric, a ``ConfigRefused`` Event on the
+    operator's pod; the replicas stay."""
+    from tests.nacos.conftest import Rnacos, nacos_ports, rnacos_binary
+
+    workdir = tempfile.mkdtemp(prefix="rw-rnacos-")
+    rnacos = Rnacos(await asyncio.to_thread(rnacos_binary), *nacos_ports(), workdir)
+    await asyncio.to_thread(rnacos.start)
+    ns, clients, data_id = kube_namespace, 160, "roomwire-operator.yaml"
+    followers: list[Follower] = []
+    traffic: Traffic | None = None
+    try:
+        pod_env = {"SIGNALING_NACOS_SERVER": rnacos.address, "SIGNALING_NACOS_INTERVAL_S": "1"}
+        stack = await asyncio.to_thread(make_stack, kube_cluster, ns, redis_db_url, 2, pod_env)
+        await asyncio.to_thread(rnacos.publish_config, data_id, "move_batch: 10\n")
+        env = {
+            "ROOMWIRE_NACOS_SERVER": rnacos.address,
+            "ROOMWIRE_PER_POD": "1000",
+            "ROOMWIRE_MIN_REPLICAS": "2",
+            "ROOMWIRE_MAX_REPLICAS": "6",
+            "ROOMWIRE_SCALE_DOWN_WINDOW_S": "600",
+            "ROOMWIRE_METRICS_PORT": "9090",
+        }
+        await asyncio.to_thread(stack.start_operator, env)
+        await eventually(
+            lambda: asyncio.to_thread(
+                lambda: bool(_operator_lines(stack, "config center: listening"))
+            ),
+            30,
+            "the operator listening to its document",
+        )
+        url = await asyncio.to_thread(stack.service_url)
+        followers = await _connect_rooms(url, clients // 4, 4, make_before_break=True)
+        traffic = Traffic(followers)
+        traffic.start()
+        old = await asyncio.to_thread(stack.pod_names)
+
+        async def all_on_old() -> bool:
+            return sum((await _counts(store, old)).values()) == clients
+
+        await eventually(all_on_old, 30, "every client a session on the 2 pods", every=0.2)
+        await eventually(
+            lambda: asyncio.to_thread(lambda: set(_nacos_weights(rnacos)) == set(old)),
+            30,
+            "both pods in Nacos",
+        )
+
+        # The operator's weights in Nacos, sampled while the document changes.
+        timeline: list[tuple[float, dict[str, float]]] = []
+        t0 = time.monotonic()
+
+        async def sample() -> None:
+            for _ in range(2000):
+                weights = await asyncio.to_thread(_nacos_weights, rnacos)
+                timeline.append((round(time.monotonic() - t0, 2), weights))
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.get_running_loop().create_task(sample())
+        try:
+            await asyncio.to_thread(rnacos.publish_config, data_id, "per_pod: 40\n")
+            await eventually(
+                lambda: asyncio.to_thread(lambda: stack.replicas() == 4),
+                10,
+                "the operator scaling to 4 on its new per_pod",
+                every=0.1,
+            )
+            took = time.monotonic() - t0
+            print(f"per_pod: 40 published -> Deployment at 4 replicas in {took:.2f} s")
+            assert took < 5.0
+            assert _operator_lines(stack, f"config {data_id} applied: per_pod=40")
+            await asyncio.to_thread(kube_cluster.wait_ready_pods, ns, SIGNALING, 4, 90)
+            new = sorted(set(await asyncio.to_thread(stack.pod_names)) - set(old))
+
+            async def balanced() -> Counter[str] | None:
+                counts = await _counts(store, old + new)
+                ok = sum(counts.values()) == clients and skew(counts) <= 1.15
+                return counts if ok else None
+
+            after = await eventually(balanced, 90, "max/mean <= 1.15 on 4 pods", every=0.5)
+
+            async def weights_even() -> dict[str, float] | None:
+                w = await asyncio.to_thread(_nacos_weights, rnacos)
+                ok = set(w) == set(old + new) and min(w.values()) >= 80
+                return w if ok else None
+
+            final = await eventually(weights_even, 30, "4 pods in Nacos, weights >= 80")
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        skewed = [
+            (t, w)
+            for t, w in timeline
+            if set(new) <= set(w)
+            and all(w[p] == 100 for p in new)
+            and all(w.get(p, 100) < 100 for p in old)
+        ]
+        print(f"sessions per pod after the rebalance: {dict(after)}")
+        print(f"weights in Nacos, first with the new pods in: {skewed[:1]}; final: {final}")
+        assert skewed, f"the old pods' weights never fell below the new ones': {timeline[-20:]}"
+
+        # An invalid document: refused, an Event, the settings in force stay.
+        refused_before = await asyncio.to_thread(
+            _operator_metric, stack, 'roomwire_operator_config_updates_total{outcome="refused"}'
+        )
+        t1 = time.monotonic()
+        await asyncio.to_thread(rnacos.publish_config, data_id, "per_pod: 0\nmove_batch: 5\n")
+
+        def refused_event() -> list[Obj]:
+            items = kube_cluster.kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
+            return [e for e in items if e.get("reason") == "ConfigRefused"]
+
+        events = await eventually(
+            lambda: asyncio.to_thread(refused_event), 10, "a ConfigRefused Event", every=0.2
+        )
+        print(f"refused, Event {time.monotonic() - t1:.2f} s after: {events[0]['message']}")
+        assert time.monotonic() - t1 < 5.0
+        assert events[0]["involvedObject"]["kind"] == "Pod"
+        assert "per_pod must be > 0" in events[0]["message"]
+        refused_after = await asyncio.to_thread(
+            _operator_metric, stack, 'roomwire_operator_config_updates_total{outcome="refused"}'
+        )
+        assert refused_after == refused_before + 1
+        assert _operator_lines(stack, f"config {data_id} refused, the settings in force stay")
+        assert await asyncio.to_thread(stack.replicas) == 4
+        assert len(_operator_lines(stack, "operator up")) == 1, "the operator restarted"
+        await traffic.stop_and_check()
+    finally:
+        if traffic is not None:
+            traffic.stopping.set()
+        for f in followers:
+            await f.stop()
+        await asyncio.to_thread(rnacos.stop)
+        shutil.rmtree(workdir, ignore_errors=True)

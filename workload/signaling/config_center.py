@@ -25,7 +25,7 @@ import yaml
 from roomwire_contract.live import Applied, LiveSettings
 
 from .config import Settings
-from .discovery import client_config, quiet_client_root_logs
+from .discovery import client_config, listen_now, quiet_client_root_logs
 from .metrics import LabelledCounter
 
 log = logging.getLogger("signaling.config")
@@ -108,6 +108,7 @@ class ConfigCenter:
                     await self._client.add_listener(
                         s.nacos_config_data_id, s.nacos_group, self._changed
                     )
+                listen_now(self._client)
             except Exception as e:  # the SDK raises its own and gRPC's errors
                 log.debug("config center not reachable yet: %s", e or type(e).__name__)
                 await asyncio.sleep(delay)

@@ -69,6 +69,17 @@ def client_config(
     return config
 
 
+def listen_now(config_service: Any) -> None:
+    """Have a ``NacosConfigService`` send its listen request now rather than at its next
+    5 s cycle: until that request reaches the server, the server pushes no change of a
+    document just listened to (a first change could take 5 s to arrive). The SDK keeps
+    the trigger on its gRPC proxy; an SDK without it only waits for the cycle."""
+    proxy = getattr(config_service, "grpc_client_proxy", None)
+    channel = getattr(proxy, "execute_config_listen_channel", None)
+    if channel is not None:
+        channel.put_nowait(None)
+
+
 def endpoint(instance: Any) -> Endpoint:
     """A Nacos SDK ``Instance`` as an ``Endpoint``."""
     return Endpoint(

@@ -1,5 +1,6 @@
-"""Operator start-up and shutdown: configuration (fail fast), kopf settings, clients,
-the pod cache, ``/metrics`` and the balance loop."""
+"""Operator start-up and shutdown: configuration (fail fast; live settings from the
+config center when there is one), kopf settings, clients, the pod cache, ``/metrics``
+and the balance loop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import kopf
 
 from meetingroom_operator import constants as c
 from meetingroom_operator.config import Config
+from meetingroom_operator.config_center import ConfigCenter
 from meetingroom_operator.errors import ConfigError, OperatorError
 from meetingroom_operator.handlers import balance
 from meetingroom_operator.handlers.state import PodMemory, State, state_of
@@ -55,6 +57,14 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
         state.metrics_runner = await serve(
             state.metrics, cfg.metrics_port, cfg.metrics_host, ready=partial(ready, state)
         )
+    if cfg.nacos_server:
+        state.config_center = ConfigCenter(
+            cfg,
+            partial(setattr, state, "cfg"),
+            state.metrics.config_updates,
+            partial(state.kube.post_event, "Pod", "v1", cfg.pod_name, "ConfigRefused"),
+        )
+        state.spawn(state.config_center.run())
     state.spawn(come_up(state))
 
 
@@ -121,4 +131,6 @@ async def cleanup(memo: Any) -> None:
     await asyncio.gather(*state.tasks, return_exceptions=True)
     if state.metrics_runner is not None:
         await state.metrics_runner.cleanup()
+    if state.config_center is not None:
+        await state.config_center.close()
     await state.store.close()

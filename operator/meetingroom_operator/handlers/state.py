@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingroom_operator.config import Config
+from meetingroom_operator.config_center import ConfigCenter
 from meetingroom_operator.kube import Kube, PodInfo
 from meetingroom_operator.metrics import Metrics
 from meetingroom_operator.planning.rebalance import ScaleOutWatch, SkewWatch
@@ -73,6 +74,8 @@ class State:
     # started while Redis was away would otherwise re-place every room from nothing).
     redis_synced: asyncio.Event = field(default_factory=asyncio.Event)
     metrics_runner: Any = None
+    config_center: ConfigCenter | None = None
+    """Moves ``cfg`` to the config center's live settings (ROOMWIRE_NACOS_SERVER)."""
 
     def room_ids(self) -> dict[str, RoomEntry]:
         return {e.spec.room: e for e in self.rooms.values()}
