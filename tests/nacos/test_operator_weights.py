@@ -154,6 +154,13 @@ async def test_the_operators_weights_reach_nacos_and_follow_the_load(
         await store.command(SECRET, "sig-1", {"op": "weight", "weight": 30})  # a marker
         await weights_become(rnacos, pods, {"sig-1": 30.0, "sig-2": 0.0})
         assert "bad signature" in pods["sig-1"].log.read_text()
+
+        # rnacos restarted empty (its ephemeral instances gone with it): each pod
+        # registers again with the weight the operator last set, not a default 100.
+        await asyncio.to_thread(rnacos.stop)
+        await asyncio.to_thread(rnacos.start)
+        took = await weights_become(rnacos, pods, {"sig-1": 30.0, "sig-2": 0.0})
+        print(f"rnacos back: the operator's weights (30, 0) registered again in {took:.2f} s")
         assert all(p.ready() for p in pods.values())
     finally:
         for cl in clients:
