@@ -43,7 +43,12 @@ class EdgeProc:
 
     def linked(self, devices: int) -> bool:
         s = self.status()
-        return bool(s["connected"]) and s["devices"] == devices and s["queued"] == 0
+        return (
+            bool(s["connected"])
+            and s["devices"] == devices
+            and s["queued"] == 0
+            and s["attaching"] == 0
+        )
 
 
 EdgeFactory = Callable[..., EdgeProc]
@@ -51,13 +56,15 @@ EdgeFactory = Callable[..., EdgeProc]
 
 @pytest.fixture()
 def start_edge(tmp_path: Path) -> Iterator[EdgeFactory]:
-    """``start_edge(room, upstream=[pod, ...] | None, args=[...]) -> EdgeProc``."""
+    """``start_edge(room, upstream=[pod, ...], args=[...], upstream_urls=[...]) -> EdgeProc``:
+    an edge of ``room`` whose upstream is those pods' ``/edge`` (or those URLs), in turn."""
     started: list[EdgeProc] = []
 
     def start(
         room: str,
         upstream: list[Pod] | None = None,
         args: list[str] | None = None,
+        upstream_urls: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> EdgeProc:
         port = free_port()
@@ -82,8 +89,9 @@ def start_edge(tmp_path: Path) -> Iterator[EdgeFactory]:
             "2",
             *(args or []),
         ]
-        if upstream:
-            cmd += ["--upstream", ",".join(f"ws://{p.host}:{p.port}/edge" for p in upstream)]
+        urls = [f"ws://{p.host}:{p.port}/edge" for p in upstream or []] + (upstream_urls or [])
+        if urls:
+            cmd += ["--upstream", ",".join(urls)]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
         full_env.update(env or {})
         log = tmp_path / f"edge-{room}-{port}.log"

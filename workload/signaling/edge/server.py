@@ -160,6 +160,7 @@ class Edge:
             "since": up.since,
             "pod": up.link.pod if up.link is not None else "",
             "queued": len(up.queue),
+            "attaching": len(up.link.attaching) if up.link is not None else 0,
         }
 
     def metrics(self) -> str:

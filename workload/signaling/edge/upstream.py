@@ -94,7 +94,7 @@ class Upstream:
 
     def attach(self, d: Device) -> None:
         link = self.link
-        if link is None or not self.ready:
+        if link is None:
             return  # attached with every device when the link is up
         link.attaching.add(d.peer)
         self._write(self._attach_msg(d))
@@ -106,7 +106,9 @@ class Upstream:
         d.u += 1
         q = Queued(d, d.u, framing.dev_up(d.peer, d.u, frame_text))
         self.queue.append(q)
-        if self.ready and d.peer not in (self.link.attaching if self.link else ()):
+        if self.ready:
+            # After the device's attach, if that is under way: the cloud takes the
+            # link's messages in order.
             self._send_rest()
         return True
 

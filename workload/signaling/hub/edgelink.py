@@ -222,8 +222,10 @@ class EdgeLinks:
                     break
                 d.session = await self.joins.join(conn, att, intent)
         if d.session is None:
+            log.info("edge %s: device %s refused", link.key, a.dev)
             await self.delivery.close_socket(att, CloseCode.POLICY, "attach refused")
             return
+        log.debug("edge %s: device %s attached (resume: %s)", link.key, a.dev, bool(a.resume))
         link.push(framing.attached(a.dev, d.session.edge_u))
 
     async def _dev_frame(
