@@ -38,6 +38,7 @@ class DeviceSocket:
         self.bound = bound
         self.queue: deque[str] = deque()
         self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
         self.closing = False
 
     def send(self, text: str) -> None:
@@ -63,19 +64,17 @@ class DeviceSocket:
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        if code in ABORTED:
-            self.queue.clear()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1)
-            return
+        """After what is queued (the error that says why); a close that ends abuse
+        waits for the device's close frame at most a second."""
         if self.writer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self.writer), 2.0)
+                await asyncio.wait_for(asyncio.shield(self.writer), 1.0 if code in ABORTED else 2.0)
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode()[:120])
+            close = self.ws.close(code=code, message=reason.encode()[:120])
+            await asyncio.wait_for(close, 1.0 if code in ABORTED else 10.0)
 
 
 class Edge:
@@ -146,7 +145,9 @@ class Edge:
             self.sockets.discard(ws)
             if device is not None and not left:
                 room.dropped_connection(device, out)
-            if not out.closing and not ws.closed:
+            if out.closer is not None:
+                await out.closer
+            elif not ws.closed:
                 await ws.close()
         return ws
 
