@@ -196,7 +196,7 @@ def up(state: Path, say: Callable[[str], None] = print) -> dict[str, str]:
     say(f"\nRoomwire demo up in {time.monotonic() - started:.0f} s (namespace {NS}):")
     for name, url in urls.items():
         say(f"  {name:45} {url}")
-    say(f"  kubectl:  python -m devcluster kubectl -n {NS} get meetingrooms,pods")
+    say(f"  kubectl:  .venv/bin/python -m devcluster kubectl -n {NS} get meetingrooms,pods")
     say("  a scale-out and the rebalance after it:  make demo-scale-out")
     say("  stop everything:  make demo-down")
     return urls
