@@ -80,6 +80,7 @@ async def _page_pods(page: Page) -> dict[str, dict[str, Any]]:
     return got
 
 
+@pytest.mark.timeout(600)  # builds helm first when its cache lacks it (about 2 minutes)
 async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
     kube_cluster: KubeCluster,
     kube_namespace: str,
