@@ -45,21 +45,23 @@ class Relays:
             return
         # Another pod: the registry routes it in call order; this connection reads its
         # next frame meanwhile, and the answer (ack or error) follows when it is known.
-        self.routing.relay(s.room, r.to, text, partial(self.relayed, att, s.room, r))
+        self.routing.relay(s.room, r.to, text, partial(self.relayed, s, att, r), _resend(s, r.id))
         self.metrics.delivered.inc("remote")
         if self.routing.backlog() > MAX_BACKLOG:
             await self.routing.caught_up()  # back-pressure: stop reading this socket a while
 
-    def relayed(self, att: Attachment, room: str, r: Relay, result: RelayResult) -> None:
+    def relayed(self, s: LocalSession, att: Attachment, r: Relay, result: RelayResult) -> None:
         """The registry's answer for a frame sent to another pod."""
         if result == RelayResult.HERE:
             # The peer resumed on this pod while the frame was on its way to Redis.
-            target = self.by_peer.get((room, r.to))
+            target = self.by_peer.get((s.room, r.to))
             if target is not None:
                 self.deliver(target, r.text)
         if att.closing:
             return
         if result == RelayResult.FAILED:
+            if r.id is not None:
+                s.unavailable_ids.append(r.id)
             self.send_direct(att, error(ErrorCode.UNAVAILABLE, "relay unavailable, retry", r.id))
         elif result == RelayResult.NO_PEER:
             self.send_direct(
@@ -76,11 +78,23 @@ class Relays:
                 screens_only=e.screens_only,
                 exclude_sid=s.sid,
                 replay=True,
+                resend=_resend(s, e.id),
             )
         except RegistryError as err:
             log.warning("room event failed: %s", err)
+            if e.id is not None:
+                s.unavailable_ids.append(e.id)
             self.send_direct(att, error(ErrorCode.UNAVAILABLE, "room unavailable, retry", e.id))
             return
         self.deliver_room_locally(s.room, text, s.sid, e.screens_only, s.edge)
         if e.id is not None:
             self.send_direct(att, ack(e.id))
+
+
+def _resend(s: LocalSession, frame_id: str | int | None) -> bool:
+    """Whether this frame resends one answered `unavailable` (docs/protocol.md): the
+    registry then checks what the receiver already has before routing it again."""
+    if frame_id is None or not s.unavailable_ids or frame_id not in s.unavailable_ids:
+        return False
+    s.unavailable_ids.remove(frame_id)
+    return True

@@ -11,6 +11,7 @@ from ..protocol import Role
 from .attachment import Attachment
 
 RECENT_FRAMES = 32
+UNAVAILABLE_IDS = 64  # per session: resends come soon after the answer
 NEGOTIATION_S = 10.0  # longest an offer waits for its answer before moves are allowed again
 
 
@@ -33,6 +34,9 @@ class LocalSession:
     # Until when an offer/answer exchange is under way (monotonic clock); 0 when not.
     negotiating_until: float = 0.0
     last_rn: int = 0  # the highest cross-pod order number delivered here
+    # Ids of frames answered `unavailable` (the registry may have taken them anyway): a
+    # resend with one of these ids is checked against what the receiver already has.
+    unavailable_ids: deque[str | int] = field(default_factory=lambda: deque(maxlen=UNAVAILABLE_IDS))
     busy_published: float = 0.0
     # A device behind an edge: the edge's link key (room and edge peer), and the number
     # of the last frame of the device taken from the link (see docs/edge.md).

@@ -9,11 +9,13 @@
 --     (the sender's)  [4] "1": replayable  [5] this pod  [6] now  [7] frames kept per
 --     session at most  [8] how long kept and routed frames are held (s)  [9] an epoch,
 --     if the room is new  [10] stream length bound  [11] room TTL (s)  [12] room
---     [13] inbox channel prefix, then the listed members' peer ids, in KEYS order
+--     [13] inbox channel prefix  [14] "1" when it resends a frame answered `unavailable`
+--     (a replayable one among the room's last 64 events is then returned as it was),
+--     then the listed members' peer ids, in KEYS order
 -- Returns {1, the frame as sent}, or {0, {peer, ...}} when the members are not the
 --         ones listed (nothing was done: call again with these).
 local members = KEYS[1]
-local first = 14
+local first = 15
 local listed = #ARGV - first + 1
 local stale = redis.call('HLEN', members) ~= listed
 for i = first, #ARGV do
@@ -25,6 +27,12 @@ if stale then return {0, redis.call('HKEYS', members)} end
 local text, screens_only, exclude, replay = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4] == '1'
 local me, now, keep_max, hold = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local out = text
+if replay and ARGV[14] == '1' then
+  local head = string.sub(text, 1, -2) .. ',"offset":'
+  for _, e in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 64)) do
+    if string.sub(e[2][2], 1, #head) == head then return {1, e[2][2]} end
+  end
+end
 if replay then
   redis.call('HSETNX', KEYS[2], 'epoch', ARGV[9])
   local epoch = redis.call('HGET', KEYS[2], 'epoch')

@@ -6,7 +6,8 @@
 -- KEYS  per relay, 3 each: the target session's hash, box, routed list
 -- ARGV[1] this pod  [2] now (the sender's clock)  [3] frames kept per session at most
 --     [4] how long kept and routed frames are held (s)  [5] inbox channel prefix
---     then per relay, 3 each: room, peer, frame
+--     then per relay, 4 each: room, peer, frame, "1" when it resends a frame answered
+--     `unavailable` (then, if the session already has it, it is answered as before)
 -- Returns one code per relay: 0 no such peer, 1 published to its pod, 2 kept for its
 --         resume, 3 live on this very pod (the caller delivers it).
 local me, now, keep_max, hold, inbox = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -14,7 +15,7 @@ local me, now, keep_max, hold, inbox = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV
 local codes, found = {}, {}
 local dpod, dk, dn, drec = {}, {}, {}, {}
 local k = 0
-for i = 6, #ARGV, 3 do
+for i = 6, #ARGV, 4 do
   k = k + 1
   local skey = KEYS[k * 3 - 2]
   local f = found[skey]
@@ -23,8 +24,11 @@ for i = 6, #ARGV, 3 do
     if not f[3] then f = false end
     found[skey] = f
   end
+  local had = f and ARGV[i + 3] == '1' and already(KEYS[k * 3], KEYS[k * 3 - 1], ARGV[i + 2])
   if not f then
     codes[k] = 0
+  elseif had then
+    codes[k] = had
   elseif f[2] == 'live' and f[1] == me then
     codes[k] = 3
   elseif f[2] == 'live' and f[1] ~= '' then
@@ -53,7 +57,7 @@ for j = 1, m do
     for q = j, m do
       if dpod[q] == pod then
         local r = dk[q]
-        local text = ARGV[r * 3 + 5]
+        local text = ARGV[r * 4 + 4]
         if listening then
           routed(KEYS[r * 3], dn[q], text, hold)
         else

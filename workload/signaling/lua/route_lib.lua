@@ -23,3 +23,18 @@ local function routed(rkey, n, text, hold)
   if redis.call('LPUSH', rkey, n .. ':' .. text) > 96 then redis.call('LTRIM', rkey, 0, 63) end
   redis.call('EXPIRE', rkey, hold)
 end
+
+-- whether a session already has this very frame (a resend of one answered
+-- `unavailable` whose first try went through after all): 1 routed to its pod (among the
+-- last 64 to 96), 2 kept for its resume; nil if not
+local function already(rkey, box, text)
+  for _, e in ipairs(redis.call('LRANGE', rkey, 0, -1)) do
+    local colon = string.find(e, ':', 1, true)
+    if colon and string.sub(e, colon + 1) == text then return 1 end
+  end
+  for _, e in ipairs(redis.call('XRANGE', box, '-', '+')) do
+    if e[2][4] == text then return 2 end  -- fields: n, <n>, f, <frame>
+  end
+  return nil
+end
+

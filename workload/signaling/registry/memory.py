@@ -121,7 +121,7 @@ class MemoryRouting(Routing):
     def __init__(self, state: _State) -> None:
         self._s = state
 
-    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+    def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
         # Every live peer is local in one process; the hub handled those already.
         done(RelayResult.NO_PEER)
 
@@ -133,8 +133,16 @@ class MemoryRouting(Routing):
         return False
 
     async def fan_out(
-        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+        self,
+        room: str,
+        text: str,
+        *,
+        screens_only: bool,
+        exclude_sid: str,
+        replay: bool,
+        resend: bool = False,
     ) -> str:
+        # In one process nothing is answered `unavailable`: a resend is a new frame.
         if not replay:
             return text
         r = self._s.rooms.setdefault(room, _Room())

@@ -85,7 +85,7 @@ class RedisAddress:
 # (script, keys, args, the caller's future); a plain command when script is None
 _Call = tuple[LuaScript | None, list[str], list[Any], "asyncio.Future[Any]"]
 # (room, peer, frame, the caller's callback)
-_RelayCall = tuple[str, str, str, RelayDone]
+_RelayCall = tuple[str, str, str, RelayDone, bool]  # room, peer, frame, done, resend
 
 
 def _call_back(done: RelayDone, result: RelayResult) -> None:
@@ -169,12 +169,12 @@ class RedisLink:
             out += replies
         return out
 
-    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+    def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
         last = self._pending[-1] if self._pending else None
         if isinstance(last, list) and len(last) < RELAY_GROUP_MAX:
-            last.append((room, peer, text, done))
+            last.append((room, peer, text, done, resend))
         else:
-            self._pending.append([(room, peer, text, done)])
+            self._pending.append([(room, peer, text, done, resend)])
         self._queued += 1
         self._schedule_write()
 
@@ -256,10 +256,10 @@ class RedisLink:
         if isinstance(entry, list):
             keys_: list[str] = []
             args: list[Any] = self.relay_args()
-            for room, peer, text, _ in entry:
+            for room, peer, text, _, resend in entry:
                 k = keys.session_keys(room, peer)
                 keys_ += (k.hash, k.box, k.routed)
-                args += (room, peer, text)
+                args += (room, peer, text, "1" if resend else "")
             return ("EVALSHA", self._relay_script.sha, len(keys_), *keys_, *args)
         script, keys_, args, _ = entry
         if script is None:
@@ -291,10 +291,10 @@ class RedisLink:
         if isinstance(entry, list):
             self._queued -= len(entry)
             if failed or not isinstance(reply, list) or len(reply) != len(entry):
-                for *_, done in entry:
+                for *_, done, _ in entry:
                     _call_back(done, RelayResult.FAILED)
             else:
-                for (*_, done), code in zip(entry, reply, strict=True):
+                for (*_, done, _), code in zip(entry, reply, strict=True):
                     _call_back(done, RelayResult(code))
         else:
             self._queued -= 1

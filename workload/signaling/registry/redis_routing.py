@@ -44,8 +44,8 @@ class RedisRouting(Routing):
         """The relay script's leading ARGV (see ``lua/relay.lua``)."""
         return [self.pod_id, repr(time.time()), self.keep_max, self.hold_s, INBOX_PREFIX]
 
-    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
-        self.link.relay(room, peer, text, done)
+    def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
+        self.link.relay(room, peer, text, done, resend)
 
     def backlog(self) -> int:
         return self.link.backlog()
@@ -64,7 +64,14 @@ class RedisRouting(Routing):
         return int(r) == 3
 
     async def fan_out(
-        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+        self,
+        room: str,
+        text: str,
+        *,
+        screens_only: bool,
+        exclude_sid: str,
+        replay: bool,
+        resend: bool = False,
     ) -> str:
         members = self._members.get(room)
         if members is None:
@@ -81,7 +88,7 @@ class RedisRouting(Routing):
                 [text, "1" if screens_only else "0", exclude_sid, "1" if replay else "0",
                  self.pod_id, repr(time.time()), self.keep_max, self.hold_s,
                  secrets.token_hex(4), ROOM_STREAM_MAXLEN, ROOM_TTL_S, room, INBOX_PREFIX,
-                 *members],
+                 "1" if resend else "", *members],
             )  # fmt: skip
             if int(r[0]) == 1:
                 self._remember(room, members)

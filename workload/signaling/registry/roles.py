@@ -80,11 +80,13 @@ class Routing(ABC):
     """Frames for sessions this pod does not hold: to the pod that holds them, or kept."""
 
     @abstractmethod
-    def relay(self, room: str, peer: str, text: str, done: RelayDone) -> None:
+    def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
         """Route a frame to a peer that is not live on this pod, without waiting.
 
         Relays and the other operations of one pod are carried out in call order;
-        ``done`` is called once with the outcome (for the sender's ack or error).
+        ``done`` is called once with the outcome (for the sender's ack or error). With
+        ``resend`` (the frame was answered `unavailable` before) a frame the session
+        already has (routed to its pod, or kept) is answered as then, not routed again.
         """
 
     @abstractmethod
@@ -98,13 +100,21 @@ class Routing(ABC):
 
     @abstractmethod
     async def fan_out(
-        self, room: str, text: str, *, screens_only: bool, exclude_sid: str, replay: bool
+        self,
+        room: str,
+        text: str,
+        *,
+        screens_only: bool,
+        exclude_sid: str,
+        replay: bool,
+        resend: bool = False,
     ) -> str:
         """Send a room frame to the room's members on other pods.
 
         With ``replay`` the frame (an encoded object) is appended to the room's stream
         first and returned with its ``offset`` and ``epoch``; local delivery is the
-        caller's.
+        caller's. With ``resend`` as well, a frame already among the room's latest
+        events is returned as it was then, not sent again.
         """
 
     def backlog(self) -> int:
