@@ -28,8 +28,8 @@ async def device(clients: Callable[..., Client], url: str, peer: str, role: str)
     return c
 
 
-async def take(c: Client, n: int, what: str) -> list[Frame]:
-    """``n`` frames with a seq (acks and errors set aside)."""
+async def take(c: Client, n: int, what: str, aside: list[Frame] | None = None) -> list[Frame]:
+    """``n`` frames with a seq; acks set aside (into ``aside``), an error fails."""
     out: list[Frame] = []
     deadline = time.monotonic() + 20
     while len(out) < n:
@@ -38,6 +38,8 @@ async def take(c: Client, n: int, what: str) -> list[Frame]:
         assert f["type"] != "error", f
         if "seq" in f:
             out.append(f)
+        elif aside is not None:
+            aside.append(f)
     return out
 
 

@@ -253,13 +253,14 @@ class Upstream:
             link.closed.set()
 
     def _on(self, link: Link, m: framing.Message) -> None:
-        current = link is self.link
         if isinstance(m, framing.DevFrame):
+            # Also from a link being left: frames on their way there still arrive, and
+            # copies are recognised by the cloud's seq.
             self.room.from_cloud(m.dev, m.frame)
+        elif link is not self.link:
+            return  # the rest concerns the link in use only
         elif isinstance(m, framing.Got):
             self._confirmed(m.progress)
-        elif not current:
-            return  # the rest concerns the link in use only
         elif isinstance(m, framing.Attached):
             self._on_attached(link, m.dev, m.u)
         elif isinstance(m, framing.Detached):

@@ -1,0 +1,102 @@
+"""``migrate-room`` while frames flow: the operator's signed command (published to the
+pod's inbox in the real Redis, as the operator does) moves an edge's upstream to another
+pod; no device sees a disconnect, and nothing is lost or doubled, either way. Real pods,
+a real edge process, devices and a remote participant as WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from roomwire_contract import control, keys
+from signaling.client import Client
+from tests.conftest import PodFactory, wait_ready
+from tests.support import wait_until
+
+from .conftest import EdgeFactory, metric
+from .test_edge_upstream_loss import device, gapless, take
+
+SECRET = "edge-migrate-control"
+Frame = dict[str, Any]
+
+
+async def test_migrate_moves_the_upstream_while_frames_flow(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+) -> None:
+    args = ["--control-secret", SECRET]
+    pod1 = start_pod(redis_url, "pod-1", args=args, wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", args=args, wait_ready=False)
+    wait_ready(pod1, pod2)
+    edge = start_edge("hall", [pod1])
+    screen = await device(clients, edge.ws_url, "screen", "screen")
+    laptop = await device(clients, edge.ws_url, "laptop", "participant")
+    assert (await screen.recv())["peer"] == "laptop"
+    wait_until(lambda: edge.linked(2), 10, "edge linked")
+    remote = clients(pod2.ws_url)
+    await remote.connect()
+    await remote.join("hall", "remote")
+    for c in (screen, laptop):
+        assert (await c.recv())["peer"] == "remote"
+
+    n = 100  # at 20 a second: two frames of the laptop's each, under the rate limit
+
+    async def stream() -> None:
+        for i in range(n):
+            await laptop.relay("candidate", "remote", {"c": f"up{i}"}, frame_id=i)
+            await remote.relay("candidate", "laptop", {"c": f"down{i}"})
+            await laptop.relay("candidate", "screen", {"c": f"in{i}"})
+            if i % 25 == 24:
+                await remote.broadcast("chat", {"i": i})
+            await asyncio.sleep(0.05)
+
+    task = asyncio.get_running_loop().create_task(stream())
+    await asyncio.sleep(1.0)
+    r = aioredis.from_url(redis_url)
+    try:
+        cmd = control.sign(SECRET, {"op": "migrate-room", "room": "hall", "url": pod2.ws_url})
+        t0 = time.monotonic()
+        assert await r.publish(keys.inbox("pod-1"), json.dumps(cmd)) == 1
+    finally:
+        await r.aclose()
+    wait_until(lambda: edge.status()["pod"] == "pod-2" and edge.linked(2), 10, "edge on pod-2")
+    took = time.monotonic() - t0
+    await asyncio.wait_for(task, 60)
+
+    got_remote = await take(remote, n, "the laptop's frames at the remote peer")
+    assert [f["data"]["c"] for f in got_remote] == [f"up{i}" for i in range(n)]
+    gapless(got_remote)
+    acks: list[Frame] = []
+    got_laptop = await take(laptop, n + n // 25, "the remote frames at the laptop", acks)
+    assert [
+        f["data"].get("c", f["data"].get("i")) for f in got_laptop if f["type"] == "candidate"
+    ] == [f"down{i}" for i in range(n)]
+    assert [f["data"]["i"] for f in got_laptop if f["type"] == "broadcast"] == [
+        i for i in range(n) if i % 25 == 24
+    ]
+    gapless(got_laptop)
+    got_screen = await take(screen, n + n // 25, "frames at the screen")
+    assert [f["data"]["c"] for f in got_screen if f["type"] == "candidate"] == [
+        f"in{i}" for i in range(n)
+    ]
+    gapless(got_screen)
+    acks += await laptop.recv_within(0.5, lambda f: True)
+    for c in (remote, screen):
+        assert await c.recv_within(0.5, lambda f: "seq" in f) == []
+    # Every frame of the laptop's to the remote peer was acked, once, in order; no
+    # device saw a disconnect.
+    assert acks == [{"type": "ack", "id": i} for i in range(n)]
+    for c in (screen, laptop):
+        assert c.close_code is None and c.ws is not None and not c.ws.closed
+    wait_until(lambda: metric(pod1, "roomwire_ws_connections") == 0, 15, "old link closed")
+    assert metric(pod1, "roomwire_sessions") == 0
+    assert metric(pod2, "roomwire_sessions") == 3
+    assert metric(pod2, "roomwire_ws_connections") == 2
+    print(f"upstream moved in {took:.2f} s")
