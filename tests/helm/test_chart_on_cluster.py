@@ -154,7 +154,8 @@ async def test_install_then_upgrade_capacity_per_pod_drops_nothing(
     scales the Deployment to ceil(26 / 10) + 1 buffer = 4 pods, then rebalances the
     clients onto them; the signaling pods of the install are not restarted, the
     generated control secret is kept, every client keeps its session (moved ones
-    resume) and every acked frame arrives."""
+    resume) and every acked frame arrives. A third revision asking for 2 replicas
+    leaves the operator's 4."""
     kube_cluster.require_local()
     ns, h, cl = kube_namespace, cluster_helm, kube_cluster
     started = time.monotonic()
@@ -274,6 +275,16 @@ async def test_install_then_upgrade_capacity_per_pod_drops_nothing(
         assert all(f.client.joined.get("resumed") for f in followers if f.moves), [
             f.errors for f in followers
         ]
+        # The operator owns the replica count: an upgrade asking for 2 leaves its 4.
+        await asyncio.to_thread(
+            h.run, "upgrade", "roomwire", str(CHART), "-n", ns, "--reuse-values",
+            "--set", "signaling.replicas=2", "--wait", "--timeout", "60s",
+        )  # fmt: skip
+        d = await asyncio.to_thread(
+            cl.kube.get, f"/apis/apps/v1/namespaces/{ns}/deployments/signaling"
+        )
+        print(f"after helm upgrade --set signaling.replicas=2: replicas {d['spec']['replicas']}")
+        assert d["spec"]["replicas"] == 4
         history = await asyncio.to_thread(h.run, "history", "roomwire", "-n", ns)
         print(history.stdout)
         assert "deployed" in history.stdout.splitlines()[-1]
