@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean demo demo-down demo-scale-out
+.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean images demo demo-down demo-scale-out
 
 # Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
 # root project is the development install (those three, devcluster, the tools). pip is
@@ -45,9 +45,9 @@ lint: $(STAMP)
 test: $(STAMP) deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## test-fast: the suite without browser and cluster tests
+## test-fast: the suite without browser, cluster and image tests
 test-fast: $(STAMP)
-	$(PY) -m pytest -m 'not browser and not cluster' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not browser and not cluster and not images' $(PYTEST_ARGS)
 
 ## bench: benchmarks with baselines measured in the same run; see bench/RESULTS.md
 bench: $(STAMP) deps
@@ -71,6 +71,10 @@ demo-down: $(STAMP)
 ## demo-scale-out: a 300-seat room: the operator scales out, then rebalances (watch the live view)
 demo-scale-out: $(STAMP)
 	$(PY) -m devcluster.demo scale-out
+
+## images: roomwire/signaling and roomwire/operator built with podman, tagged with the version (docs/images.md)
+images:
+	bash scripts/build-images.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
