@@ -229,3 +229,72 @@ async def test_one_resume_token_on_two_connections_at_once_has_one_winner(
     received: list[dict[str, Any]] = []
     await collect(winner, received, total)
     check_exactly_once(frames + received, total)
+
+
+async def test_one_resume_token_on_two_pods_at_once_has_one_winner(
+    redis_url: str, start_pod: PodFactory, clients: Callable[..., Client]
+) -> None:
+    """The same race across pods: the client's two resumes reach two different pods at
+    once (through the Service, say), the session's old pod a third. When the two
+    overlap (the second reaches Redis before the first sent `joined`), one wins,
+    atomically in Redis: it gets `joined` before any frame; the other is refused
+    (`already-joined`, close 4001) without touching the session. When the first was done
+    before the second arrived, the second takes the session over and the first is
+    closed with 4001 after its `joined` (a resume, as always). Either way, one
+    connection holds the session at the end, and every frame arrives once, in order,
+    seq without a gap. Before, an overlapping loser could be closed 4001 before any
+    frame, after the session had been handed to it. Five rounds, each a fresh race."""
+    pod1 = start_pod(redis_url, "pod-1", wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    pod3 = start_pod(redis_url, "pod-3", wait_ready=False)
+    wait_ready(pod1, pod2, pod3)
+    b = await joined(clients, pod1.ws_url, "race2", "bob")
+    a = await joined(clients, pod1.ws_url, "race2", "alice")
+    frames: list[dict[str, Any]] = []
+    sender = Sender(b, "alice", every=0.025)  # under the rate limit (50/s) throughout
+    sender.start()
+    await sender.wait_sent(20)
+    outcomes: list[str] = []
+    for round_ in range(5):
+        await a.abort()
+        drain(a, frames)
+        await sender.wait_sent(sender.sent + 20)
+        frame = {"type": "join", "room": "race2", "peer": "alice", "role": "participant",
+                 "resume": a.resume_token, "last_seq": a.last_seq,
+                 "last_rn": a.last_rn}  # fmt: skip
+        urls = (pod2.ws_url, pod3.ws_url) if round_ % 2 == 0 else (pod3.ws_url, pod1.ws_url)
+        x, y = clients(urls[0]), clients(urls[1])
+        await asyncio.gather(x.connect(), y.connect())
+        await asyncio.gather(x.send_raw(json.dumps(frame)), y.send_raw(json.dumps(frame)))
+        got = [await c.recv(10) for c in (x, y)]  # Closed here: the old bug
+        firsts = [f["type"] for f in got]
+        for c, f in zip((x, y), got, strict=True):
+            if f["type"] == "joined":  # raw joins: the client learns its token here
+                c.room, c.peer, c.role, c.resume_token = (
+                    "race2",
+                    "alice",
+                    "participant",
+                    f["resume"],
+                )
+        if sorted(firsts) == ["error", "joined"]:
+            outcomes.append("overlapped: one joined, the other refused")
+            winner, loser = (x, y) if firsts[0] == "joined" else (y, x)
+            assert await loser.wait_closed(5) == 4001
+        else:
+            assert firsts == ["joined", "joined"], firsts
+            outcomes.append("one after the other: the second took over")
+            closed = await asyncio.wait(
+                [asyncio.create_task(c.wait_closed(5)) for c in (x, y)],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            assert [t.result() for t in closed[0]] == [4001]
+            winner = y if x.ws is None or x.ws.closed else x
+            drain(x if winner is y else y, frames)
+        await sender.wait_sent(sender.sent + 20)
+        a = winner  # the next round races from the winner's connection
+    print("rounds:", outcomes)
+    assert any(o.startswith("overlapped") for o in outcomes), outcomes
+    total = await sender.stop()
+    received: list[dict[str, Any]] = []
+    await collect(a, received, total)
+    check_exactly_once(frames + received, total)

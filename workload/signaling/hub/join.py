@@ -24,7 +24,7 @@ from ..protocol import (
     peer_joined,
     read_resume_token,
 )
-from ..registry import RegistryError, RoomFull
+from ..registry import RegistryError, ResumeBusy, RoomFull
 from ..tokens import TokenError
 from .attachment import Attachment
 from .delivery import Delivery
@@ -74,7 +74,7 @@ class Joins(PodPart):
             d.send_direct(att, error(ErrorCode.ROOM_FULL, str(e), j.id))
             await d.close_socket(att, CloseCode.TRY_AGAIN_LATER, "room full")
             return None
-        except ResumeUnderWay:
+        except (ResumeUnderWay, ResumeBusy):
             conn.join_refused()
             d.send_direct(
                 att,
@@ -158,22 +158,31 @@ class Joins(PodPart):
         second connection resuming with the same token while the first is under way (a
         client retrying too early) would otherwise interleave with it, and frames could
         reach it before its ``joined`` or be lost with the first. The second is refused
-        and closed with 4001; a resume after the first completed takes over as usual."""
+        and closed with 4001; a resume after the first completed takes over as usual.
+        Across pods the registry keeps them apart the same way (``ResumeBusy``)."""
         assert j.resume is not None
         claim = read_resume_token(self.pod.resume_secret, j.resume, j.room, j.peer)
         if claim.session in self._resuming:
             raise ResumeUnderWay(claim.session)
         self._resuming.add(claim.session)
+        attempt = secrets.token_hex(8)
         try:
-            return await self._resume_locked(att, j, claim)
+            return await self._resume_locked(att, j, claim, attempt)
         finally:
             self._resuming.discard(claim.session)
+            self.pod.spawn(self._resumed(claim, attempt))
+
+    async def _resumed(self, claim: ResumeClaim, attempt: str) -> None:
+        """The attempt is over: another resume may take the session over from now on."""
+        with contextlib.suppress(RegistryError):
+            await self.registry_sessions.resumed(claim.room, claim.peer, attempt)
 
     async def _resume_locked(
-        self, att: Attachment, j: Join, claim: ResumeClaim
+        self, att: Attachment, j: Join, claim: ResumeClaim, attempt: str
     ) -> LocalSession | None:
         assert j.resume is not None
         s = self.sessions.get(claim.session)
+        created = s is None
         if s is not None:
             old_att = s.attachment
             s.attachment = att
@@ -193,8 +202,17 @@ class Joins(PodPart):
         s.resuming = []
         try:
             out = await self.registry_sessions.resume(
-                claim.session, claim.room, claim.peer, claim.role, j.last_rn
+                claim.session, claim.room, claim.peer, claim.role, j.last_rn, attempt
             )
+        except ResumeBusy:
+            # Another pod's resume won: this connection never had the session. Its
+            # takeover notice drops what is left here.
+            s.resuming = None
+            if s.attachment is att:
+                s.attachment = None
+            if created:
+                self.index.remove(s)
+            raise
         except BaseException:
             s.resuming = None
             raise

@@ -79,8 +79,15 @@ class MemorySessions(Sessions):
         return [PeerInfo(p, m.role) for p, m in r.members.items()] if r else []
 
     async def resume(
-        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+        self,
+        sid: str,
+        room: str,
+        peer: str,
+        role: Role,
+        last_rn: int | None = None,
+        attempt: str = "",
     ) -> ResumeOutcome | None:
+        # One process: the hub's own check keeps two resumes of a session apart.
         r = self._s.rooms.get(room)
         m = r.members.get(peer) if r else None
         if m is None or m.sid != sid:

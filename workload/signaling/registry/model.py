@@ -33,6 +33,10 @@ class RoomFull(RegistryError):
     pass
 
 
+class ResumeBusy(RegistryError):
+    """Another resume of the session is under way (on this pod or another): one wins."""
+
+
 @dataclass(frozen=True)
 class PeerInfo:
     peer: str

@@ -8,21 +8,26 @@ in the same write. Key layout: ``roomwire_contract.keys``.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from roomwire_contract import keys
 
 from ..lua import script
 from ..protocol import Role
-from .model import JoinOutcome, PeerInfo, ResumeOutcome, RoomFull
+from .model import JoinOutcome, PeerInfo, ResumeBusy, ResumeOutcome, RoomFull
 from .redis_link import LuaScript, RedisLink, s
 from .roles import Sessions
 
 ROOM_TTL_S = 24 * 3600  # room streams and metadata outlive any one pod's members
 
+# How long a resume attempt holds its session against other resumes unless it finishes
+# first (it does, within a second: this bounds only an attempt whose pod died).
+RESUME_HOLD_MS = 5000
+
 SCRIPTS = {
     name: LuaScript(name, script(name))
-    for name in ("join", "resume", "detach", "remove", "members", "sweep", "take")
+    for name in ("join", "resume", "resumed", "detach", "remove", "members", "sweep", "take")
 }
 
 
@@ -67,13 +72,22 @@ class RedisSessions(Sessions):
         )
 
     async def resume(
-        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+        self,
+        sid: str,
+        room: str,
+        peer: str,
+        role: Role,
+        last_rn: int | None = None,
+        attempt: str = "",
     ) -> ResumeOutcome | None:
         r = await self.link.call(
             SCRIPTS["resume"],
             [*keys.session_keys(room, peer), keys.room_members(room)],
-            [sid, self.pod_id, self.live_ttl, peer, -1 if last_rn is None else last_rn],
-        )
+            [sid, self.pod_id, self.live_ttl, peer, -1 if last_rn is None else last_rn,
+             attempt or secrets.token_hex(8), int(time.time() * 1000), RESUME_HOLD_MS],
+        )  # fmt: skip
+        if r == 0:
+            raise ResumeBusy(f"session {sid} is resuming elsewhere")
         if not r:
             return None
         self.link.fire("SADD", self._own, keys.session_member(room, peer))
@@ -92,6 +106,9 @@ class RedisSessions(Sessions):
             if last_rn is not None and n > last_rn:
                 kept.setdefault(n, text)
         return ResumeOutcome(int(r[1]), sorted(kept.items()), s(r[0]), int(r[2]), recent)
+
+    async def resumed(self, room: str, peer: str, attempt: str) -> None:
+        await self.link.call(SCRIPTS["resumed"], [keys.session(room, peer)], [attempt])
 
     async def detach(
         self, sid: str, room: str, peer: str, seq: int, recent: list[tuple[int, str]]

@@ -38,14 +38,25 @@ class Sessions(ABC):
 
     @abstractmethod
     async def resume(
-        self, sid: str, room: str, peer: str, role: Role, last_rn: int | None = None
+        self,
+        sid: str,
+        room: str,
+        peer: str,
+        role: Role,
+        last_rn: int | None = None,
+        attempt: str = "",
     ) -> ResumeOutcome | None:
         """Attach the session to this pod and hand over what was kept; None if it is gone.
 
         ``last_rn`` is the highest route number the client received: frames routed to
         the session's old pod after it are handed over too (the pod may have died with
-        them in flight).
+        them in flight). ``attempt`` names this resume: until ``resumed`` says it is
+        over, another resume of the session (on any pod) raises ``ResumeBusy``.
         """
+
+    async def resumed(self, room: str, peer: str, attempt: str) -> None:
+        """The resume ``attempt`` is over: the session may be taken over again."""
+        return None
 
     @abstractmethod
     async def detach(
