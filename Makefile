@@ -54,8 +54,10 @@ bench: $(STAMP) deps
 	$(PY) -m bench
 
 ## cluster-up / cluster-down: local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, node agent)
-cluster-up: $(STAMP)
-	$(PY) -m devcluster up
+## RUNTIME=podman: the node agent runs pods' containers from the built images (docs/images.md)
+RUNTIME ?= process
+cluster-up: $(STAMP) $(if $(filter podman,$(RUNTIME)),images)
+	DEVCLUSTER_RUNTIME=$(RUNTIME) $(PY) -m devcluster up
 
 cluster-down: $(STAMP)
 	$(PY) -m devcluster down

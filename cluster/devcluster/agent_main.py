@@ -2,6 +2,7 @@
 
 ``DEVCLUSTER_DNS_UPSTREAMS`` (``ip[:port]``, comma-separated): where the cluster DNS server
 forwards names outside ``cluster.local``; unset, they do not exist (pods reach only loopback).
+``DEVCLUSTER_RUNTIME``: ``process`` (default) or ``podman`` (``devcluster.node_agent.runtime``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .kube import Kube
 from .node_agent.agent import NodeAgent
 from .node_agent.clock import now_iso
 from .node_agent.ippool import IpPool
+from .node_agent.runtime import runtime_name
 from .service_proxy import ServiceProxy
 
 
@@ -37,6 +39,11 @@ def run(state_dir: Path, workdir: Path) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    try:
+        runtime = runtime_name()
+    except ValueError as e:
+        log(f"{now_iso()} {e}")
+        return 1
     ips = IpPool()  # pods and Services share this node agent's block of loopback IPs
     proxy = ServiceProxy(kube, state_dir, lambda m: log(f"{now_iso()} {m}"), ips)
     proxy.start()
@@ -70,6 +77,7 @@ def run(state_dir: Path, workdir: Path) -> int:
         log=log,
         ips=ips,
         dns_ip=dns_ip,
+        runtime=runtime,
     )
     agent.start()
     if proxy.services is not None:

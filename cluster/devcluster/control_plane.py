@@ -189,10 +189,18 @@ def is_up(state_dir: Path) -> bool:
 
 
 def up(
-    state_dir: Path = DEFAULT_STATE, say: Callable[[str], None] = print, build: bool = True
+    state_dir: Path = DEFAULT_STATE,
+    say: Callable[[str], None] = print,
+    build: bool = True,
+    runtime: str | None = None,
 ) -> ClusterInfo:
-    """Start everything; return once the API is ready, the Node Ready and the proxy serving."""
+    """Start everything; return once the API is ready, the Node Ready and the proxy serving.
+    ``runtime``: how the node agent runs containers, ``process`` or ``podman`` (default:
+    ``$DEVCLUSTER_RUNTIME``, else ``process``; see ``devcluster.node_agent.runtime``)."""
     t0 = time.monotonic()
+    runtime = runtime or os.environ.get("DEVCLUSTER_RUNTIME") or "process"
+    if runtime not in ("process", "podman"):
+        raise ClusterError(f"unknown runtime {runtime!r}: process or podman")
     state_dir = state_dir.resolve()
     if is_up(state_dir):
         say(f"already up: {state_dir / 'kubeconfig'}")
@@ -224,6 +232,7 @@ def up(
                     "kubernetes": kube_version,
                     "procs": [p.to_json() for p in procs],
                     "kubectl": str(bins["kubectl"]),
+                    "runtime": runtime,
                 },
                 indent=1,
             )
@@ -310,6 +319,7 @@ def up(
         procs.append(kcm)
         env = dict(os.environ)
         env["DEVCLUSTER_KUBE_VERSION"] = kube_version
+        env["DEVCLUSTER_RUNTIME"] = runtime
         _, agent = spawn("node-agent", [
             sys.executable, "-m", "devcluster", "--state", str(state_dir), "agent",
         ], logs / "node-agent.log", env=env, cwd=REPO_ROOT)  # fmt: skip
@@ -353,6 +363,13 @@ def up(
     return ClusterInfo.load(state_dir)
 
 
+def _runtime(state_file: Path) -> str:
+    try:
+        return str(json.loads(state_file.read_text()).get("runtime") or "process")
+    except (OSError, ValueError, AttributeError):
+        return "process"
+
+
 def down(state_dir: Path = DEFAULT_STATE, say: Callable[[str], None] = print) -> None:
     """Stop what ``up`` started (node agent and its pods first), by recorded PID only."""
     state_dir = state_dir.resolve()
@@ -378,6 +395,12 @@ def down(state_dir: Path = DEFAULT_STATE, say: Callable[[str], None] = print) ->
                 continue
             ref.stop(grace=5)
             f.unlink(missing_ok=True)
+    if _runtime(state_file) == "podman":  # containers outlive a killed `podman run`
+        from .podman import remove_cluster_containers
+
+        removed = remove_cluster_containers(state_dir)
+        if removed:
+            say(f"removed {removed} podman containers the node agent left")
     for name in order[1:]:
         if name in by_name:
             by_name[name].stop(grace=15)

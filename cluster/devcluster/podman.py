@@ -6,6 +6,7 @@ limits, and runc then fails with "error setting rlimit ... operation not permitt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import resource
@@ -76,3 +77,29 @@ def image_info(image: str) -> dict[str, object] | None:
         return None
     items = json.loads(cp.stdout or "[]")
     return dict(items[0]) if items else None
+
+
+# -- the node agent's containers (DEVCLUSTER_RUNTIME=podman), found by their cluster's label
+CLUSTER_LABEL = "io.roomwire.devcluster.cluster"
+
+
+def cluster_key(state_dir: Path) -> str:
+    """The label value of a cluster's containers: its state folder, hashed."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def cluster_containers(state_dir: Path) -> list[str]:
+    """IDs of every container, running or not, labelled with this cluster's key."""
+    label = f"label={CLUSTER_LABEL}={cluster_key(state_dir)}"
+    return run("ps", "--all", "--quiet", "--no-trunc", "--filter", label).stdout.split()
+
+
+def remove_cluster_containers(state_dir: Path) -> int:
+    """``podman rm --force`` of every container of this cluster; how many there were."""
+    try:
+        ids = cluster_containers(state_dir)
+        if ids:
+            run("rm", "--force", "--time=0", *ids, check=False, timeout=120)
+    except (PodmanError, OSError, subprocess.TimeoutExpired):
+        return 0
+    return len(ids)

@@ -20,6 +20,7 @@ from .clock import now_iso
 from .containers import Container
 from .events import PodEvents
 from .ippool import IpPool
+from .runtime import PodmanRuntime
 from .worker import PodWorker
 
 
@@ -36,9 +37,12 @@ class NodeAgent:
         log: Callable[[str], None] | None = None,
         ips: IpPool | None = None,
         dns_ip: str | None = None,
+        runtime: str = "process",
     ) -> None:
         """With ``dns_ip`` (the cluster DNS server) every container runs in namespaces of
-        its own with the pod's resolv.conf, hosts and hostname; without it, on the host's."""
+        its own with the pod's resolv.conf, hosts and hostname; without it, on the host's.
+        With ``runtime="podman"``, containers whose image podman has run in podman
+        (``devcluster.node_agent.runtime``)."""
         self.kube = kube
         self.dns_ip = dns_ip
         self.pod_namespaces = PodNamespaces.find() if dns_ip else None
@@ -55,6 +59,7 @@ class NodeAgent:
         self.lock = threading.Lock()
         self._service_env = service_env or (lambda ns: {})
         self._log = log or (lambda m: print(m, flush=True))
+        self.podman = PodmanRuntime(state_dir, self.log) if runtime == "podman" else None
         self.pids_dir = state_dir / "pids"
         self.informer: Informer | None = None
         self.events = PodEvents(kube, node, self.log)
@@ -125,6 +130,12 @@ class NodeAgent:
 
     # -- life
     def start(self) -> None:
+        if self.podman is not None:
+            left = self.podman.remove_all()  # of an agent of this cluster that died
+            self.log(
+                "runtime podman: images podman has run in containers, others as processes"
+                f" ({left} containers of an earlier agent removed)"
+            )
         node.register(self.kube, self.node)
         self.informer = Informer(
             self.kube, "/api/v1/pods", self.on_pod, self.stop_watch, name="pods"

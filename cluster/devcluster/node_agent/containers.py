@@ -39,6 +39,11 @@ class Container:
     next_start: float = 0.0
     started_mono: float = 0.0
     in_pod_namespaces: bool = False  # the pod's /etc files are in place in its namespaces
+    runtime: str = "process"  # or "podman" (devcluster.node_agent.runtime)
+    container_name: str = ""  # podman's name of the container
+    container_id: str = ""  # podman's id, once it runs
+    container_pid: int = 0  # its main process, once it runs
+    image_id: str = ""  # the local image it runs (podman)
     backoff: float = 1.0
     env: dict[str, str] = field(default_factory=dict)
     startup: ProbeState | None = None

@@ -24,11 +24,13 @@ from .containers import (
     container_argv,
     container_env,
     exec_entry,
+    expand,
     token_request,
     write_service_account,
 )
 from .ippool import IpPool
 from .probes import probe_state, run_probe
+from .runtime import PodFiles, PodmanRuntime
 from .status import comparable, pod_status
 
 TICK = 0.2
@@ -77,6 +79,8 @@ class PodHost(Protocol):
     def stopping(self) -> threading.Event: ...
     @property
     def shutdown_grace_cap(self) -> float: ...
+    @property
+    def podman(self) -> PodmanRuntime | None: ...
 
     def log(self, msg: str) -> None: ...
     def service_env(self, ns: str) -> dict[str, str]: ...
@@ -165,10 +169,21 @@ class PodWorker:
             self._patch_status(pod)
 
     # -- start
+    def _in_podman(self, spec: Obj) -> bool:
+        """Whether the container runs in podman: the agent runs podman and has the image."""
+        rt = self.agent.podman
+        return rt is not None and rt.image(str(spec.get("image", ""))) is not None
+
     def _prepare(self, pod: Obj) -> bool:
         """Resolve images and env; False (pod stays Pending) if an image is unknown."""
         specs = pod["spec"].get("containers") or []
-        unknown = [c for c in specs if self.agent.images.lookup(str(c.get("image", ""))) is None]
+        in_podman = {str(c["name"]): self._in_podman(c) for c in specs}
+        unknown = [
+            c
+            for c in specs
+            if not in_podman[str(c["name"])]
+            and self.agent.images.lookup(str(c.get("image", ""))) is None
+        ]
         if unknown:
             for c in unknown:
                 image = str(c.get("image", ""))
@@ -203,6 +218,12 @@ class PodWorker:
                 / "pods"
                 / f"{self.ns}_{self.name}_{spec['name']}.log",
             )
+            if in_podman[c.name] and self.agent.podman is not None:
+                c.runtime = "podman"
+                refusal = self.agent.podman.refusal(pod, spec)
+                if refusal is not None:
+                    self.pending_reason = ("CreateContainerConfigError", refusal)
+                    return False
             try:
                 c.env = container_env(
                     pod,
@@ -213,6 +234,8 @@ class PodWorker:
                     kubeconfig=kubeconfig,
                     service_env=self.agent.service_env(self.ns),
                     read=self.kube.get_or_none,
+                    # a container has its image's PATH and the like, nothing of the agent's
+                    base={} if c.runtime == "podman" else os.environ,
                 )
             except (ValueError, KeyError, ApiError, OSError) as e:
                 self.pending_reason = ("CreateContainerConfigError", str(e))
@@ -245,17 +268,29 @@ class PodWorker:
 
     def _start(self, pod: Obj, c: Container) -> None:
         spec = c.spec
-        argv = container_argv(self.agent.images, spec, c.env)
+        c.in_pod_namespaces = False
+        c.container_id, c.container_pid = "", 0
+        if c.runtime == "podman" and self.agent.podman is not None:
+            files = PodFiles(self.dir, self.etc, pod_hostname(pod))
+            env = c.env
+            argv = self.agent.podman.argv(pod, c, files, lambda word: expand(word, env))
+            proc_env = self.agent.podman.process_env(c)
+        else:
+            argv = container_argv(self.agent.images, spec, c.env)
+            proc_env = c.env
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with open(c.log, "ab") as out:
             out.write(f"--- {now_iso()} starting {argv!r}\n".encode())
             out.flush()
-            if self.etc is not None and self.agent.pod_namespaces is not None:
+            if (
+                c.runtime == "process"
+                and self.etc is not None
+                and self.agent.pod_namespaces is not None
+            ):
                 argv = self.agent.pod_namespaces.start_argv(argv, self.etc, pod_hostname(pod))
-            c.in_pod_namespaces = False
             c.proc = subprocess.Popen(
                 argv,
-                env=c.env,
+                env=proc_env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -323,14 +358,28 @@ class PodWorker:
                 continue
             self._probe(pod, c)
 
+    def _entered(self, c: Container) -> bool:
+        """Whether ``c`` runs in the pod's own view yet: a podman container once podman
+        reports it running; a process once its namespaces have the pod's files (a few ms
+        after it starts)."""
+        if c.in_pod_namespaces:
+            return True
+        if c.runtime == "podman" and self.agent.podman is not None:
+            c.in_pod_namespaces = self.agent.podman.entered(c)
+        elif self.etc is not None:
+            c.in_pod_namespaces = c.proc is not None and namespace_ready(c.proc.pid)
+        else:
+            return True
+        return c.in_pod_namespaces
+
     def _probe(self, pod: Obj, c: Container) -> None:
         assert self.ip is not None
-        if self.etc is not None and not c.in_pod_namespaces:
-            # the container's namespaces get the pod's files a few ms after it starts
-            if c.proc is None or not namespace_ready(c.proc.pid):
-                return
-            c.in_pod_namespaces = True
-        enter = exec_entry(self.agent.pod_namespaces, self.etc, c)
+        if not self._entered(c):
+            return
+        if c.runtime == "podman" and self.agent.podman is not None:
+            enter = self.agent.podman.exec_argv(c)
+        else:
+            enter = exec_entry(self.agent.pod_namespaces, self.etc, c)
         t = time.monotonic()
         if c.startup is not None and c.startup.result is not True:
             if t >= c.startup.next_at:
@@ -369,6 +418,8 @@ class PodWorker:
             time.sleep(0.05)
         for c in live:
             assert c.proc is not None
+            if c.proc.poll() is None and c.runtime == "podman" and self.agent.podman is not None:
+                self.agent.podman.kill(c)  # killing `podman run` would leave the container
             pid = c.proc.pid
             # SIGKILL the whole process group: nothing the container started stays behind.
             with contextlib.suppress(ProcessLookupError, PermissionError):
