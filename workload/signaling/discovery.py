@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -209,3 +210,26 @@ class NacosPicker:
                 self._lost(e or type(e).__name__)
             await asyncio.sleep(CHECK_S)
             since_poll += CHECK_S
+
+
+NACOS_SCHEME = "nacos://"
+
+
+def picker_from_url(url: str) -> NacosPicker:
+    """A picker for ``nacos://HOST:PORT[,HOST:PORT...][?fallback=WS_URL&namespace=..&group=..
+    &service=..&username=..&password=..]``: the Nacos servers (their HTTP ports), and the
+    URL to use while Nacos cannot be reached or lists no pod (none: nothing to fall back
+    on). What an edge's ``--upstream`` takes besides plain ``ws://`` URLs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "nacos" or not parts.netloc:
+        raise ValueError(f"not a nacos://HOST:PORT URL: {url!r}")
+    q = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+    return NacosPicker(
+        parts.netloc,
+        q.get("fallback", ""),
+        service=q.get("service", discovery.SERVICE),
+        group=q.get("group", discovery.GROUP),
+        namespace=q.get("namespace", ""),
+        username=q.get("username"),
+        password=q.get("password"),
+    )

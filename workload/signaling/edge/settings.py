@@ -34,8 +34,10 @@ class EdgeSettings:
     port: int = setting(default=8090, gt=0, help="port devices connect to (ws://HOST:PORT/ws)")
     upstream: str | None = setting(
         default=None,
-        help="the cloud's edge endpoint, ws://SERVICE:8080/edge; several comma-separated are "
-        "tried in turn; absent: the room is served on the LAN only",
+        help="the cloud's edge endpoint, ws://SERVICE:8080/edge, or nacos://NACOS:8848"
+        "[?fallback=ws://SERVICE:8080/ws] to draw a pod by weight from Nacos "
+        "(docs/nacos.md); several comma-separated are tried in turn; absent: the room is "
+        "served on the LAN only",
     )
     edge_token: str | None = setting(
         default=None,

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..discovery import NACOS_SCHEME, NacosPicker, picker_from_url
 from . import framing
 from .room import Device, EdgeRoom
 from .settings import EdgeSettings
@@ -88,6 +89,7 @@ class Upstream:
         self._task: asyncio.Task[None] | None = None
         self._adopt: Link | None = None
         self._wake = asyncio.Event()
+        self._pickers: dict[str, NacosPicker] = {}  # per nacos:// upstream
         room.upstream = self
 
     # ---- the room's port ---------------------------------------------------------------
@@ -152,6 +154,8 @@ class Upstream:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        for picker in self._pickers.values():
+            await picker.close()
         if self.link is not None:
             await self.link.ws.close()
         if self._session is not None:
@@ -168,6 +172,7 @@ class Upstream:
                 continue
             url = self.urls[i % len(self.urls)]
             try:
+                url = await self._target(url)
                 link = await self._connect(url)
             except (OSError, aiohttp.ClientError, TimeoutError, LinkRefused) as e:
                 attempt += 1
@@ -181,6 +186,24 @@ class Upstream:
                 continue
             attempt = 0
             await self._serve(link)
+
+    async def _target(self, url: str) -> str:
+        """The URL to connect to: a pod drawn by weight from Nacos for a ``nacos://``
+        upstream (its fallback while Nacos has none), else ``url`` itself."""
+        if not url.startswith(NACOS_SCHEME):
+            return url
+        picker = self._pickers.get(url)
+        if picker is None:
+            picker = self._pickers[url] = picker_from_url(url)
+            await picker.start()
+            # Nacos's first answer usually comes within a second: wait for it that long,
+            # so that the first link goes to a pod of Nacos's choice, not the fallback.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(picker.changed.wait(), 1.0)
+        chosen = picker.pick_url()
+        if not chosen:
+            raise OSError(f"{url}: Nacos lists no pod and there is no fallback")
+        return chosen
 
     async def _connect(self, url: str) -> Link:
         assert self._session is not None
