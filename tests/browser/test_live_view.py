@@ -125,6 +125,11 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
             "two pods and every client on the page",
             30,
         )
+        await page.wait_for(
+            "document.querySelectorAll('#pods [data-room]').length === 3",
+            "the three sample rooms on their home pods",
+            30,
+        )
         shown = await _page_pods(page)
         print("page, before the scale-out:", shown)
         homes = {room for pod in shown.values() for room in pod["rooms"]}
@@ -167,8 +172,11 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
             return truth if seen == truth and len(truth) == 3 and total == CLIENTS else None
 
         async def converged() -> bool:
-            got = [int(p["connections"]) for p in (await _page_pods(page)).values()]
-            return len(got) == 3 and sum(got) == CLIENTS and max(got) - min(got) <= 1
+            shown = [p["connections"] for p in (await _page_pods(page)).values()]
+            if len(shown) != 3 or not all(str(c).isdigit() for c in shown):
+                return False  # a pod not scraped yet shows "?"
+            got = [int(c) for c in shown]
+            return sum(got) == CLIENTS and max(got) - min(got) <= 1
 
         with contextlib.suppress(AssertionError):  # for the screenshot; agreement is checked
             await eventually(converged, 45, "the rebalance converged on the page", 0.5)
