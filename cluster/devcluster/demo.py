@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +128,10 @@ def up(state: Path, say: Callable[[str], None] = print) -> dict[str, str]:
     _wait(rooms_ready, 90, "the sample rooms placed")
     signaling = service_address(info, "signaling", 80)
     redis = service_address(info, "redis", 6379)
+    # Redis' ACL user (manifests/workload/redis.yaml), its password from the Secret.
+    secret = kube.get(f"/api/v1/namespaces/{NS}/secrets/roomwire-redis")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    redis_url = f"redis://roomwire:{urllib.parse.quote(password, safe='')}@{redis}/0"
 
     demo = _demo_dir(state)
     logs = demo / "logs"
@@ -144,7 +150,7 @@ def up(state: Path, say: Callable[[str], None] = print) -> dict[str, str]:
     _, ref = spawn(
         "liveview",
         [py, "-m", "devcluster.liveview", "--kubeconfig", str(info.kubeconfig),
-         "--namespace", NS, "--redis-url", f"redis://{redis}/0", "--port", str(lv_port)],
+         "--namespace", NS, "--redis-url", redis_url, "--port", str(lv_port)],
         logs / "liveview.log",
         env,
         root,

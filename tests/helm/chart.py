@@ -25,6 +25,13 @@ BUILD = ROOT / "cluster" / "build-helm.sh"
 HELM_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "helm.sh/chart")
 # The control secret of manifests/workload/control-secret.yaml (development only).
 KUSTOMIZE_SECRET = "dev-only-replace-me-0123456789abcdef"
+# The Redis password of manifests/workload/redis-secret.yaml (development only).
+KUSTOMIZE_REDIS_PASSWORD = "dev-only-redis-replace-me-0123456789"
+# The values that render the development secrets of manifests/ (the chart generates both).
+KUSTOMIZE_SECRETS = {
+    "controlSecret.value": KUSTOMIZE_SECRET,
+    "redis.auth.password": KUSTOMIZE_REDIS_PASSWORD,
+}
 
 Obj = dict[str, Any]
 

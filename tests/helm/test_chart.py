@@ -19,7 +19,7 @@ from tests.support import ROOT
 
 from .chart import (
     CHART,
-    KUSTOMIZE_SECRET,
+    KUSTOMIZE_SECRETS,
     Helm,
     HelmError,
     env_of,
@@ -70,12 +70,10 @@ def test_helm_lint_strict(helm: Helm, name: str) -> None:
 
 
 def test_default_values_render_the_objects_of_manifests(helm: Helm) -> None:
-    """``helm template`` with the defaults (and the control secret of manifests/) gives
+    """``helm template`` with the defaults (and the secrets of manifests/) gives
     the objects of ``kubectl kustomize manifests/`` but the Namespace (``helm install
     --create-namespace``), with Helm's labels beside theirs."""
-    rendered = without_helm_labels(
-        load_all(helm.template({"controlSecret.value": KUSTOMIZE_SECRET}))
-    )
+    rendered = without_helm_labels(load_all(helm.template(KUSTOMIZE_SECRETS)))
     shipped = without_helm_labels(kustomize(ROOT / "manifests"))
     shipped.pop(("Namespace", "", "roomwire"))
     print("objects:", sorted(rendered))
@@ -87,7 +85,7 @@ def test_default_values_render_the_objects_of_manifests(helm: Helm) -> None:
 def test_nacos_and_samples_render_manifests_nacos_and_samples(helm: Helm) -> None:
     """``nacos.deploy`` gives what ``manifests/nacos`` adds (rnacos and the signaling
     pods' registration); ``samples.enabled`` the rooms of ``manifests/samples``."""
-    values = {"controlSecret.value": KUSTOMIZE_SECRET, "nacos.deploy": True}
+    values = {**KUSTOMIZE_SECRETS, "nacos.deploy": True}
     rendered = without_helm_labels(load_all(helm.template({**values, "samples.enabled": True})))
     shipped = without_helm_labels(kustomize(ROOT / "manifests" / "nacos"))
     samples = without_helm_labels(kustomize(ROOT / "manifests" / "samples"))
@@ -155,6 +153,7 @@ def test_a_generated_control_secret_is_long_and_new_each_render(helm: Helm) -> N
     [
         ({"operator.perPod": 0}, "perPod"),
         ({"controlSecret.value": "too-short"}, "controlSecret"),
+        ({"redis.auth.password": "too-short"}, "password"),
         ({"redis.deploy": False}, "set redis.url or redis.urlSecret.name"),
         ({"redis.url": "http://redis:6379"}, "url"),
         ({"signaling.replicaCount": 3}, "replicaCount"),
@@ -175,7 +174,7 @@ def test_the_crd_has_one_source(helm: Helm, tmp_path: Path) -> None:
     source = ROOT / "crds" / "rtc.roomwire.io_meetingrooms.yaml"
     link = CHART / "crds" / source.name
     assert link.is_symlink() and link.resolve() == source.resolve()
-    for name in ("meetingrooms.yaml", "rnacos.yaml"):
+    for name in ("meetingrooms.yaml", "rnacos.yaml", "redis.yaml"):
         assert (CHART / "files" / name).is_symlink()
     out = helm.run("package", str(CHART), "--destination", str(tmp_path))
     print(out.stdout)

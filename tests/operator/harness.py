@@ -90,7 +90,7 @@ def workload_objects(
         name = o["metadata"]["name"]
         if name == "redis":
             continue
-        if o["kind"] == "Secret":
+        if o["kind"] == "Secret" and name == "roomwire-control":
             o["stringData"] = {"control-secret": SECRET}
         if o["kind"] == "Deployment" and name == "signaling":
             o["spec"]["replicas"] = replicas
