@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from meetingroom_operator.errors import ConfigError
 from roomwire_contract.settings import SettingsError, load, setting, settings_class
@@ -18,6 +19,24 @@ PREFIX = "ROOMWIRE_"
 @settings_class
 class Config:
     redis_url: str = setting(help="Redis URL of the signaling pods' registry (redis://...)")
+    # TLS for a rediss:// URL (docs/security.md), as the signaling pods' SIGNALING_REDIS_TLS_*
+    redis_tls_ca_file: str = setting(
+        default="",
+        help="CA certificates (PEM) that sign the Redis server's certificate (rediss://; "
+        "default: the system's trust store)",
+    )
+    redis_tls_verify: str = setting(
+        default="full",
+        choices=("full", "ca", "none"),
+        help="how a rediss:// server is checked: full (chain and host name), ca (chain "
+        "only), none (nothing: testing only)",
+    )
+    redis_tls_cert_file: str = setting(
+        default="", help="client certificate (PEM) for a Redis that asks for one"
+    )
+    redis_tls_key_file: str = setting(
+        default="", help="the client certificate's private key (PEM; default: in the cert file)"
+    )
     control_secret: str = setting(help="HMAC secret of operator commands, >= 16 characters")
     namespace: str = setting(default="default", help="namespace of the MeetingRooms and pods")
     deployment: str = setting(default="signaling", help="Deployment of the signaling pods")
@@ -159,4 +178,31 @@ class Config:
                 "need 1.0 <= ROOMWIRE_ACCEPT_LOW <= ROOMWIRE_ACCEPT_HIGH",
             ),
         ]
+        check += [
+            (not path or os.access(path, os.R_OK), f"{name} {path!r} is not a readable file")
+            for name, path in (
+                ("ROOMWIRE_REDIS_TLS_CA_FILE", self.redis_tls_ca_file),
+                ("ROOMWIRE_REDIS_TLS_CERT_FILE", self.redis_tls_cert_file),
+                ("ROOMWIRE_REDIS_TLS_KEY_FILE", self.redis_tls_key_file),
+            )
+        ]
         return [message for ok, message in check if not ok]
+
+    @property
+    def redis_tls(self) -> RedisTls:
+        return RedisTls(
+            self.redis_tls_ca_file,
+            self.redis_tls_verify,
+            self.redis_tls_cert_file,
+            self.redis_tls_key_file,
+        )
+
+
+class RedisTls(NamedTuple):
+    """How a ``rediss://`` connection is secured: verify is full (the certificate chain
+    and the URL's host name), ca (the chain only) or none (testing only)."""
+
+    ca_file: str = ""
+    verify: str = "full"
+    cert_file: str = ""
+    key_file: str = ""

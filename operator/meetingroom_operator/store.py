@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from meetingroom_operator.config import RedisTls
 from meetingroom_operator.errors import StoreError
 from meetingroom_operator.planning.rebalance import Session
 from roomwire_contract import control, keys, reaping
@@ -42,11 +43,28 @@ class InflightMove:
 
 
 class Store:
-    """One Redis connection pool for the operator."""
+    """One Redis connection pool for the operator. ``tls`` secures a ``rediss://`` URL
+    (redis-py's ssl_* options); the client sends no CLIENT SETINFO, which the Redis ACL
+    of manifests/ does not allow (it only names the client)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: RedisTls | None = None) -> None:
+        options: dict[str, Any] = {}
+        if url.startswith("rediss://"):
+            tls = tls or RedisTls()
+            options = {
+                "ssl_ca_certs": tls.ca_file or None,
+                "ssl_cert_reqs": "none" if tls.verify == "none" else "required",
+                "ssl_check_hostname": tls.verify == "full",
+                "ssl_certfile": tls.cert_file or None,
+                "ssl_keyfile": tls.key_file or None,
+            }
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            driver_info=None,
+            **options,
         )
         # The pods' own scripts: whoever claims a dead pod's sessions first, pod or
         # operator, turns them to grace; the other finds nothing left to claim.

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import ConfigError, Settings, add_arguments, resolve
+from .config import ConfigError, Settings, add_arguments, resolve, shown_url
 from .edge import settings as edge_settings
 from .hub import Hub, build_app
 from .registry import Registry, memory_registry
@@ -40,6 +40,7 @@ def make_registry(settings: Settings) -> Registry:
             resume_secret=resume_secret,
             keep_max=settings.grace_keep,
             grace_s=settings.grace_s,
+            tls=settings.redis_tls,
         )
     return memory_registry(settings.pod_id, keep_max=settings.grace_keep)
 
@@ -63,7 +64,9 @@ async def serve(settings: Settings) -> None:
     # out of the collector's sweeps, whose full passes otherwise pause every connection
     # for tens of milliseconds.
     gc.freeze()
-    mode = f"redis {settings.redis_url}" if settings.redis_url else "embedded (in-memory)"
+    mode = (
+        f"redis {shown_url(settings.redis_url)}" if settings.redis_url else "embedded (in-memory)"
+    )
     log.info(
         "pod %s serving ws on %s:%d, registry: %s",
         settings.pod_id,

@@ -11,10 +11,13 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 from roomwire_contract.settings import SettingsError, add_flags, load, setting, settings_class
 
 from .protocol import Limits
+from .resp import TlsOptions, TlsVerify
 from .tokens import JoinPolicy
 
 PREFIX = "SIGNALING_"
@@ -32,6 +35,26 @@ class Settings:
     redis_url: str | None = setting(
         default=None,
         help="Redis URL (redis://host:port/db); absent: embedded single-process mode, in memory",
+    )
+    # TLS for a rediss:// URL (docs/security.md): whom to trust, how much to check, and
+    # a client certificate for a server that asks for one.
+    redis_tls_ca_file: str = setting(
+        default="",
+        help="CA certificates (PEM) that sign the Redis server's certificate, for a "
+        "rediss:// URL (default: the system's trust store)",
+    )
+    redis_tls_verify: str = setting(
+        default="full",
+        choices=("full", "ca", "none"),
+        help="how a rediss:// server is checked: full (its certificate chain and that it "
+        "names the URL's host), ca (the chain only), none (nothing: testing only)",
+    )
+    redis_tls_cert_file: str = setting(
+        default="",
+        help="client certificate (PEM) for a Redis that asks for one (tls-auth-clients)",
+    )
+    redis_tls_key_file: str = setting(
+        default="", help="the client certificate's private key (PEM; default: in the cert file)"
     )
     pod_id: str = setting(
         default_factory=socket.gethostname,
@@ -181,7 +204,26 @@ class Settings:
         """Checks beyond one setting's bounds (also on every config-center document)."""
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             return [f"log_level {self.log_level!r} is not a logging level"]
-        return []
+        return [
+            f"{name} {path!r} is not a readable file"
+            for name, path in (
+                ("redis_tls_ca_file", self.redis_tls_ca_file),
+                ("redis_tls_cert_file", self.redis_tls_cert_file),
+                ("redis_tls_key_file", self.redis_tls_key_file),
+            )
+            if path and not os.access(path, os.R_OK)
+        ]
+
+    @property
+    def redis_tls(self) -> TlsOptions:
+        """How a rediss:// connection is secured."""
+        verify = cast(TlsVerify, self.redis_tls_verify)  # one of its choices
+        return TlsOptions(
+            ca_file=self.redis_tls_ca_file,
+            verify=verify,
+            cert_file=self.redis_tls_cert_file,
+            key_file=self.redis_tls_key_file,
+        )
 
     @property
     def limits(self) -> Limits:
@@ -209,6 +251,16 @@ class Settings:
             audience=self.token_audience,
             issuer=self.token_issuer,
         )
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs may show it: a password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

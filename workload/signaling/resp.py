@@ -14,7 +14,8 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import hiredis
 
@@ -95,13 +96,46 @@ class RespPipe(asyncio.Protocol):
             self.transport.abort()
 
 
+TlsVerify = Literal["full", "ca", "none"]
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """How a ``rediss://`` connection is secured.
+
+    ``verify``: ``full`` checks the server's certificate chain against ``ca_file`` (the
+    system's trust store when empty) and that it names the host of the URL; ``ca`` the
+    chain only (a certificate issued for another name, e.g. the pod's Service by its
+    short name); ``none`` nothing (encryption without authentication: testing only).
+    ``cert_file`` and ``key_file``: a client certificate, for a server that asks for one
+    (Redis' ``tls-auth-clients``, on by default)."""
+
+    ca_file: str = ""
+    verify: TlsVerify = "full"
+    cert_file: str = ""
+    key_file: str = ""
+
+    def context(self) -> ssl.SSLContext:
+        """A client context, the files read now (a renewed certificate is taken at the
+        next connect). Raises ``OSError``/``ssl.SSLError`` for a missing or bad file."""
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.verify != "full":
+            ctx.check_hostname = False
+        if self.verify == "none":
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file or None)
+        return ctx
+
+
 async def open_pipe(
-    opts: dict[str, Any], use_ssl: bool, name: str = "", timeout: float = 5.0
+    opts: dict[str, Any], tls: TlsOptions | None, name: str = "", timeout: float = 5.0
 ) -> RespPipe:
-    """Connect, authenticate and select the database of a redis-py connection's options;
-    ``name`` is what CLIENT LIST shows for the connection."""
+    """Connect (over TLS when ``tls`` is given), authenticate and select the database of
+    a redis-py connection's options; ``name`` is what CLIENT LIST shows for the
+    connection."""
     loop = asyncio.get_running_loop()
-    ctx = ssl.create_default_context() if use_ssl else None
+    ctx = tls.context() if tls is not None else None
     _, pipe = await asyncio.wait_for(
         loop.create_connection(
             RespPipe, opts.get("host", "localhost"), opts.get("port", 6379), ssl=ctx

@@ -51,7 +51,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
     except ConfigError as e:
         log.error("%s", e)
         raise kopf.PermanentError(str(e)) from e
-    state = State(cfg=cfg, store=Store(cfg.redis_url), kube=Kube(cfg.namespace), metrics=Metrics())
+    state = State(
+        cfg=cfg,
+        store=Store(cfg.redis_url, cfg.redis_tls),
+        kube=Kube(cfg.namespace),
+        metrics=Metrics(),
+    )
     memo.state = state
     if cfg.metrics_port:
         state.metrics_runner = await serve(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from roomwire_contract import keys
 
+from ..resp import TlsOptions
 from . import redis_presence, redis_routing, redis_sessions
 from .redis_inbox import Inbox
 from .redis_link import RedisAddress, RedisLink
@@ -21,8 +22,11 @@ def redis_registry(
     resume_secret: str | None = None,
     keep_max: int = 256,
     grace_s: float = 30.0,
+    tls: TlsOptions | None = None,
 ) -> Registry:
-    address = RedisAddress.parse(url)
+    """``tls``: how a ``rediss://`` URL's connections are secured (default: verified
+    against the system's trust store)."""
+    address = RedisAddress.parse(url, tls)
     grace = max(1, round(grace_s))
     # A live session outlives its pod's heartbeat TTL by a grace period: when the pod
     # dies, the session is still there for whoever notices to turn it to grace; kept

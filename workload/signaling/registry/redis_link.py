@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,7 +24,7 @@ import hiredis
 
 from roomwire_contract import keys
 
-from ..resp import RespPipe, open_pipe
+from ..resp import RespPipe, TlsOptions, open_pipe
 from .model import RegistryError, RelayDone, RelayResult
 
 log = logging.getLogger("signaling.redis")
@@ -45,7 +45,9 @@ class LuaScript:
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where Redis is, from a ``redis://`` or ``rediss://`` URL."""
+    """Where Redis is, from a ``redis://`` or ``rediss://`` URL (user name and password
+    URL-encoded in it, as redis-py reads them); ``tls_options`` secure a ``rediss://``
+    connection."""
 
     host: str = "localhost"
     port: int = 6379
@@ -53,9 +55,10 @@ class RedisAddress:
     password: str | None = None
     db: int = 0
     tls: bool = False
+    tls_options: TlsOptions = field(default_factory=TlsOptions)
 
     @classmethod
-    def parse(cls, url: str) -> RedisAddress:
+    def parse(cls, url: str, tls_options: TlsOptions | None = None) -> RedisAddress:
         u = urlsplit(url)
         if u.scheme not in ("redis", "rediss"):
             raise ValueError(f"not a redis:// or rediss:// URL: {url!r}")
@@ -67,6 +70,7 @@ class RedisAddress:
             password=unquote(u.password) if u.password else None,
             db=int(path) if path else 0,
             tls=u.scheme == "rediss",
+            tls_options=tls_options or TlsOptions(),
         )
 
     def opts(self) -> dict[str, Any]:
@@ -79,7 +83,7 @@ class RedisAddress:
         }
 
     async def connect(self, name: str) -> RespPipe:
-        return await open_pipe(self.opts(), self.tls, name)
+        return await open_pipe(self.opts(), self.tls_options if self.tls else None, name)
 
 
 # (script, keys, args, the caller's future); a plain command when script is None
