@@ -11,7 +11,7 @@ Hash tags (what Redis Cluster needs, and which keys a script may touch together)
 - ``{<pod>}``: a pod's heartbeat hash and its session set (claimed together when the
   pod dies).
 - untagged, one key each: ``rw:pods``, ``rw:placement``, ``rw:resume-secret``,
-  ``rw:operator:moves``.
+  ``rw:operator:moves``, ``rw:edges``.
 
 A few calls touch several rooms' sessions at once without needing atomicity across
 them (a pod's heartbeat refreshing its sessions' TTLs, restoring them after a Redis
@@ -62,6 +62,10 @@ Keys (``<x>`` is a value):
   secret is configured.
 - ``rw:operator:moves`` hash: session id -> JSON of a move the operator ordered and has
   not seen done yet.
+- ``rw:edges`` hash: ``<room>/<edge>`` -> JSON of the room edge's link as the pod that
+  holds (or last held) it sees it (``roomwire_contract.edges``): written when the edge
+  links and unlinks and with each of that pod's heartbeats; read by the operator for
+  ``MeetingRoom.status.edge``.
 - ``rw:inbox:<pod>`` pub/sub channel (not a key): everything addressed to one pod. A pod
   subscribes to its own inbox and to nothing else. Message shapes: ``inbox``.
 """
@@ -79,6 +83,7 @@ PODS: Final = "rw:pods"
 PLACEMENT: Final = "rw:placement"
 RESUME_SECRET: Final = "rw:resume-secret"
 OPERATOR_MOVES: Final = "rw:operator:moves"
+EDGES: Final = "rw:edges"
 
 _SEP: Final = "\x1f"  # never in room or peer ids
 

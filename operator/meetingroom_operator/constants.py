@@ -26,6 +26,7 @@ PHASE_IDLE: Final = "Idle"
 # Condition types.
 COND_READY: Final = "Ready"
 COND_PLACED: Final = "Placed"
+COND_EDGE: Final = "EdgeConnected"  # rooms with an edge: its upstream is linked
 
 # kopf handler ids (they name the progress fields kopf keeps in annotations).
 HANDLER_ROOM_RECONCILE: Final = "room-reconcile"

@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 from meetingroom_operator.config import RedisTls
 from meetingroom_operator.errors import StoreError
 from meetingroom_operator.planning.rebalance import Session
-from roomwire_contract import control, keys, reaping
+from roomwire_contract import control, edges, keys, reaping
+from roomwire_contract.edges import EdgeRecord
 from roomwire_contract.lua import script
 
 
@@ -170,6 +171,14 @@ class Store:
         except RedisError as e:
             raise StoreError(f"reading room members: {e}") from e
         return {r: int(n) for r, n in zip(rooms, counts, strict=True)}
+
+    async def edges(self) -> list[EdgeRecord]:
+        """The room edges' links as the pods that hold (or held) them published them."""
+        try:
+            raw = await self.redis.hvals(keys.EDGES)
+        except RedisError as e:
+            raise StoreError(f"reading edges: {e}") from e
+        return [r for text in raw if (r := edges.decode(text)) is not None]
 
     # ---- placement (the operator is its only writer) ---------------------------------
 

@@ -251,6 +251,7 @@ def test_room_placed_shown_validated_and_cleaned_up(
     assert {x["type"]: x["status"] for x in status["conditions"]} == {
         "Ready": "True",
         "Placed": "True",
+        "EdgeConnected": "False",  # spec.edge, and no edge has linked (docs/edge.md)
     }
     table = stack.kubectl("get", "mr", "-n", ns).stdout
     header = table.splitlines()[0].split()

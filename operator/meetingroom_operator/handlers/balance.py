@@ -24,6 +24,7 @@ from meetingroom_operator.handlers.pods import clean_dead_pod
 from meetingroom_operator.handlers.rooms import room_status
 from meetingroom_operator.handlers.state import State
 from meetingroom_operator.kube import PodInfo
+from meetingroom_operator.planning import edges
 from meetingroom_operator.planning.rebalance import (
     ScheduledCommand,
     Session,
@@ -109,6 +110,14 @@ async def tick(state: State, refresh_status: bool = True) -> None:
     alive = [p for p in state.pods.values() if p.alive and p.running]
     with_hb = [p.name for p in alive if p.name in heartbeats]
     sessions = await state.store.live_sessions(with_hb)
+    try:
+        records = await state.store.edges()
+    except OperatorError as e:  # the status keeps what it showed
+        log.warning("reading edges: %s", e)
+    else:
+        now, names = time.time(), [p.name for p in alive]
+        state.edges = {room: edges.view(r, names, now) for room, r in edges.latest(records).items()}
+    sessions = edges.mark_edge_sessions(sessions, state.edges)
     on_home = Counter(s.room for s in sessions if state.homes.get(s.room) == s.pod)
     await place_rooms(state, live=dict(on_home))
     await publish_weights(state, alive, heartbeats)

@@ -47,6 +47,8 @@ def room_status(
         participants=participants,
         active=is_active(entry.spec, datetime.now(UTC)),
         generation=entry.generation,
+        edge=state.edges.get(entry.spec.room),
+        expect_edge=entry.spec.edge,
     )
     return build_status(obs, entry.conditions, now_iso())
 

@@ -12,6 +12,7 @@ from meetingroom_operator.config import Config
 from meetingroom_operator.config_center import ConfigCenter
 from meetingroom_operator.kube import Kube, PodInfo
 from meetingroom_operator.metrics import Metrics
+from meetingroom_operator.planning.edges import EdgeView
 from meetingroom_operator.planning.rebalance import ScaleOutWatch, SkewWatch
 from meetingroom_operator.planning.rooms import RoomSpec
 from meetingroom_operator.planning.scaling import Recommendation
@@ -57,6 +58,8 @@ class State:
     pod_memory: dict[str, PodMemory] = field(default_factory=dict)
     homes: dict[str, str] = field(default_factory=dict)
     """room id -> home pod, mirrored from ``rw:placement`` (the operator writes both)."""
+    edges: dict[str, EdgeView] = field(default_factory=dict)
+    """room id -> its edge's link, from the records pods publish (``rw:edges``)."""
     urls: dict[str, str] = field(default_factory=dict)
     """pod -> WebSocket URL, from the pods' heartbeats."""
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from meetingroom_operator import constants as c
+from meetingroom_operator.planning.edges import EdgeView
 
 
 class Condition(TypedDict):
@@ -26,6 +27,10 @@ class RoomObservation:
     participants: int
     active: bool
     generation: int
+    # The room's edge (None: it has none, or none ever linked); ``expect_edge`` when the
+    # room's spec says it has one.
+    edge: EdgeView | None = None
+    expect_edge: bool = False
 
 
 def condition(
@@ -94,7 +99,7 @@ def build_status(
         obs.generation,
         now_iso,
     )
-    return {
+    out: dict[str, Any] = {
         "phase": phase,
         "homePod": obs.home or "",
         "endpoint": obs.endpoint or "",
@@ -103,6 +108,26 @@ def build_status(
         "observedGeneration": obs.generation,
         "conditions": [ready, placed_cond],
     }
+    if obs.edge is not None or obs.expect_edge:
+        e = obs.edge
+        if e is not None:
+            out["edge"] = e.status()
+        out["conditions"].append(
+            condition(
+                previous,
+                c.COND_EDGE,
+                e is not None and e.connected,
+                "NeverLinked" if e is None else "Linked" if e.connected else "Lost",
+                "no edge has linked yet"
+                if e is None
+                else f"edge {e.edge} on pod {e.pod} with {e.devices} devices"
+                if e.connected
+                else f"edge {e.edge} not linked (last on pod {e.pod})",
+                obs.generation,
+                now_iso,
+            )
+        )
+    return out
 
 
 def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

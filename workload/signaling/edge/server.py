@@ -232,11 +232,17 @@ def build_app(edge: Edge) -> web.Application:
         edge.upstream.start()
         yield
         await edge.upstream.close()
+
+    async def close_devices(app: web.Application) -> None:
+        # Before the server waits for its handlers: each ends once its socket closes.
         for ws in list(edge.sockets):
             with contextlib.suppress(Exception):
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"edge shutdown")
+                await asyncio.wait_for(
+                    ws.close(code=WSCloseCode.GOING_AWAY, message=b"edge shutdown"), 2.0
+                )
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_devices)
     return app
 
 

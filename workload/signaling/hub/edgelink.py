@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from roomwire_contract.edges import EdgeRecord
+
 from ..edge import framing
 from ..protocol import (
     Close,
@@ -70,6 +72,8 @@ class EdgeLink:
         self.edge = edge
         self.key = f"{room}/{edge}"
         self.devices: dict[str, EdgeDevice] = {}
+        self.since = time.time()
+        self.attached = 0  # devices attached over the link, ever
         self._pending: list[str] = []
         self._flush_at: asyncio.Handle | None = None
         # A device's frames are checked by the edge first: the link does not rate-limit
@@ -132,6 +136,32 @@ class EdgeLinks:
         self.grace = grace
         self.relays = relays
         self.metrics = pod.metrics
+        self.links: dict[str, EdgeLink] = {}  # the latest link of each edge here
+
+    def _record(self, link: EdgeLink, connected: bool) -> EdgeRecord:
+        now = time.time()
+        return EdgeRecord(
+            link.room,
+            link.edge,
+            self.pod.pod_id,
+            connected,
+            link.since if connected else now,
+            len(link.devices),
+            now,
+        )
+
+    async def _publish(self, records: list[EdgeRecord]) -> None:
+        try:
+            await self.pod.registry.presence.edges(records)
+        except RegistryError as e:
+            log.debug("edge records not published: %s", e)
+
+    async def run(self) -> None:
+        """The links' records for the operator, refreshed with the pod's heartbeat."""
+        while True:
+            await asyncio.sleep(self.pod.settings.heartbeat_s)
+            if self.links:
+                await self._publish([self._record(k, True) for k in self.links.values()])
 
     async def serve(
         self, ws: web.WebSocketResponse, att: Attachment, conn: Connection, j: Join
@@ -167,6 +197,8 @@ class EdgeLinks:
             ),
         )
         log.info("edge %s linked", link.key)
+        self.links[link.key] = link
+        self.pod.spawn(self._publish([self._record(link, True)]))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -188,11 +220,18 @@ class EdgeLinks:
                     break
         finally:
             link.flush()
+            held = 0  # devices whose sessions were still on this link: not moved on
             for d in list(link.devices.values()):
                 d.att.closing = True
                 s = d.session
                 if s is not None and s.attachment is d.att:
+                    held += 1
                     await self.grace.detach(s)
+            if self.links.get(link.key) is link:
+                del self.links[link.key]
+                if held or not link.attached:
+                    # Lost, not moved (a move takes every device over elsewhere first).
+                    self.pod.spawn(self._publish([self._record(link, False)]))
             link.devices.clear()
             log.info("edge %s unlinked", link.key)
 
@@ -226,6 +265,7 @@ class EdgeLinks:
             await self.delivery.close_socket(att, CloseCode.POLICY, "attach refused")
             return
         log.debug("edge %s: device %s attached (resume: %s)", link.key, a.dev, bool(a.resume))
+        link.attached += 1
         link.push(framing.attached(a.dev, d.session.edge_u))
 
     async def _dev_frame(

@@ -54,9 +54,7 @@ class Grace(PodPart):
         except RegistryError:
             removed = True
         if removed:
-            await self.delivery.room_notice(
-                s.room, peer_left(s.peer, s.role.value), s.sid, s.edge
-            )
+            await self.delivery.room_notice(s.room, peer_left(s.peer, s.role.value), s.sid, s.edge)
 
     async def leave(self, s: LocalSession) -> None:
         """The peer sent ``leave``: the session ends now."""

@@ -83,6 +83,7 @@ class Hub:
         the pod serves /healthz from its first second whether Redis is up or not."""
         await self.state.registry.presence.start(self.inbox.on_message)
         self.state.spawn(self.heartbeat.run())
+        self.state.spawn(self.edges.run())
         if self.nacos is not None:
             self.nacos.start()
         if self.config_center is not None:

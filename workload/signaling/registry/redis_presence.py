@@ -16,7 +16,8 @@ import secrets
 import time
 from typing import Any
 
-from roomwire_contract import keys, reaping
+from roomwire_contract import edges, keys, reaping
+from roomwire_contract.edges import EdgeRecord
 from roomwire_contract.lua import script as shared_script
 
 from ..lua import script
@@ -186,6 +187,13 @@ class RedisPresence(Presence):
             if n is not None:
                 out[pod] = n
         return out
+
+    async def edges(self, records: list[EdgeRecord]) -> None:
+        if records:
+            flat: list[str] = []
+            for r in records:
+                flat += [edges.field(r.room, r.edge), edges.encode(r)]
+            await self.link.commands([("HSET", keys.EDGES, *flat)])
 
     async def deregister(self) -> None:
         await self.link.commands(

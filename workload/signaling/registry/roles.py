@@ -13,6 +13,8 @@ import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from roomwire_contract.edges import EdgeRecord
+
 from ..protocol import Role
 from .model import (
     InboxHandler,
@@ -180,6 +182,11 @@ class Presence(ABC):
         """Turn the sessions of pods whose heartbeat expired into grace, so they can
         resume anywhere; pod -> sessions turned, for the pods this call claimed."""
         return {}
+
+    async def edges(self, records: list[EdgeRecord]) -> None:
+        """Publish the state of the room edges' links this pod holds or just lost, for
+        the operator (``MeetingRoom.status.edge``); the embedded registry keeps none."""
+        return None
 
     def answering(self) -> bool:
         """False as soon as the registry stops answering (not only when a connection
