@@ -175,10 +175,10 @@ class Store:
     async def edges(self) -> list[EdgeRecord]:
         """The room edges' links as the pods that hold (or held) them published them."""
         try:
-            raw = await self.redis.hvals(keys.EDGES)
+            raw = await self.redis.hgetall(keys.EDGES)  # (the Redis ACL has no HVALS)
         except RedisError as e:
             raise StoreError(f"reading edges: {e}") from e
-        return [r for text in raw if (r := edges.decode(text)) is not None]
+        return [r for text in raw.values() if (r := edges.decode(text)) is not None]
 
     # ---- placement (the operator is its only writer) ---------------------------------
 
