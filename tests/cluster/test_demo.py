@@ -83,6 +83,7 @@ def _demo(env: dict[str, str], *args: str, timeout: float = 240) -> str:
     return out.stdout
 
 
+@pytest.mark.timeout(600)
 def test_make_demo_prints_its_urls_shows_a_scale_out_and_stops_everything(
     demo_env: dict[str, str],
 ) -> None:
@@ -145,7 +146,9 @@ def test_make_demo_prints_its_urls_shows_a_scale_out_and_stops_everything(
             and at.get("rebalance", 0) >= min(scaled)
         )
 
-    state = live(scaled_and_rebalanced, 90, "the scale-out and the rebalance")
+    # A rebalance waits for a wave still in flight (up to its 35 s deadline) and for the
+    # skew to last 10 s: bounded generously for a loaded machine.
+    state = live(scaled_and_rebalanced, 150, "the scale-out and the rebalance")
     print("decisions:", [d["text"] for d in state["decisions"]])
 
     demo_dir = Path(demo_env["ROOMWIRE_CLUSTER_DIR"]) / "demo"
