@@ -17,6 +17,7 @@ Opt-in: ``-m 'browser and cluster'``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import re
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -98,13 +100,17 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
     )  # fmt: skip
     host, port = await asyncio.to_thread(cl.service_address, ns, "signaling", 80)
     rhost, rport = await asyncio.to_thread(cl.service_address, ns, "redis", 6379)
+    # Redis' ACL user (the chart's generated password), as the pods log in.
+    secret = await asyncio.to_thread(cl.kube.get, f"/api/v1/namespaces/{ns}/secrets/roomwire-redis")
+    password = urllib.parse.quote(base64.b64decode(secret["data"]["password"]).decode(), safe="")
+    redis_url = f"redis://roomwire:{password}@{rhost}:{rport}/0"
     url = f"ws://{host}:{port}/ws"
     lv_port = free_port()
     log = tmp_path / "liveview.log"
     with open(log, "wb") as out:
         view = subprocess.Popen(
             [sys.executable, "-m", "devcluster.liveview", "--kubeconfig", str(cl.kubeconfig),
-             "--namespace", ns, "--redis-url", f"redis://{rhost}:{rport}/0",
+             "--namespace", ns, "--redis-url", redis_url,
              "--port", str(lv_port), "--interval", "0.5"],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
@@ -182,6 +188,8 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
             await eventually(converged, 45, "the rebalance converged on the page", 0.5)
         truth = await eventually(agree, 30, "the page's numbers equal the pods' /metrics", 0.5)
         print("pods' /metrics and the API:", truth)
+        moves = await page.evaluate("document.querySelector('[data-field=moves]').textContent")
+        assert moves.isdigit(), moves  # Redis read (as its ACL user): moves in flight known
         chart_lines = await page.evaluate("document.querySelectorAll('#chart polyline').length")
         assert chart_lines == 3
         shot = await page.screenshot(tmp_path / "liveview.png")

@@ -204,7 +204,7 @@ class Collector:
             pods=tuple(views),
             rooms=tuple(sorted(rooms, key=lambda r: r.name)),
             operator=operator,
-            moves_in_flight=len(moves or {}),
+            moves_in_flight=len(moves) if moves is not None else None,
         )
 
 

@@ -81,7 +81,7 @@ class Snapshot:
     pods: tuple[PodView, ...]
     rooms: tuple[RoomView, ...]
     operator: OperatorView
-    moves_in_flight: int
+    moves_in_flight: int | None  # None: Redis not read (no URL, or it did not answer)
 
 
 @dataclass(frozen=True)
