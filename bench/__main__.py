@@ -1,7 +1,8 @@
-"""``python -m bench`` (``make bench``): the workload benchmark, then the operator's.
+"""``python -m bench`` (``make bench``): the workload benchmark, the edge's, then the
+operator's.
 
 The operator benchmark (``bench/operator_bench.py``) runs only when it is present.
-``BENCH_ONLY=workload`` or ``BENCH_ONLY=operator`` runs just one of them.
+``BENCH_ONLY=workload``, ``BENCH_ONLY=edge`` or ``BENCH_ONLY=operator`` runs just one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ def main() -> int:
             # The operator benchmark still runs; the exit status says this one failed.
             traceback.print_exc()
             print("[bench] workload benchmark FAILED", flush=True)
+            status |= 1
+    if only in ("", "edge"):
+        from bench import edge_bench
+
+        try:
+            status |= edge_bench.main([])
+        except Exception:
+            traceback.print_exc()
+            print("[bench] edge benchmark FAILED", flush=True)
             status |= 1
     if only in ("", "operator"):
         if importlib.util.find_spec("bench.operator_bench") is None:

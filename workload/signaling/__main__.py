@@ -11,19 +11,29 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+# PyJWT imports cryptography (for algorithms Roomwire never accepts) when it can: about
+# 9 MB of RSS that the room edge, on a small box, does without (HS256 needs none of it).
+if sys.argv[1:2] == ["edge"]:
+    sys.modules.setdefault("cryptography", None)  # type: ignore[arg-type]
+
 from .config import ConfigError, Settings, add_arguments, resolve, shown_url
 from .edge import settings as edge_settings
-from .hub import Hub, build_app
-from .registry import Registry, memory_registry
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 log = logging.getLogger("signaling")
 
 
 def make_registry(settings: Settings) -> Registry:
+    # The hub and the registries are imported by `signaling serve` only: `signaling edge`
+    # runs on a small box and needs none of them.
+    from .registry import memory_registry
+
     if settings.redis_url:
         from .registry.redis_backend import redis_registry
 
@@ -46,6 +56,8 @@ def make_registry(settings: Settings) -> Registry:
 
 
 async def serve(settings: Settings) -> None:
+    from .hub import Hub, build_app
+
     hub = Hub(settings, make_registry(settings))
     app = build_app(hub)
     # aiohttp arms keepalive_timeout from the moment a connection is made: one whose
