@@ -8,6 +8,7 @@ import gc
 import hashlib
 import hmac
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -17,7 +18,10 @@ from aiohttp import web
 
 # PyJWT imports cryptography (for algorithms Roomwire never accepts) when it can: about
 # 9 MB of RSS that the room edge, on a small box, does without (HS256 needs none of it).
-if sys.argv[1:2] == ["edge"]:
+# The Nacos SDK needs it: an edge that finds its pod through Nacos (nacos://) keeps it.
+if sys.argv[1:2] == ["edge"] and "nacos://" not in " ".join(
+    [*sys.argv, os.environ.get("SIGNALING_EDGE_UPSTREAM", "")]
+):
     sys.modules.setdefault("cryptography", None)  # type: ignore[arg-type]
 
 from .config import ConfigError, Settings, add_arguments, resolve, shown_url
