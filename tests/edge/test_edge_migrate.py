@@ -100,3 +100,40 @@ async def test_migrate_moves_the_upstream_while_frames_flow(
     assert metric(pod2, "roomwire_sessions") == 3
     assert metric(pod2, "roomwire_ws_connections") == 2
     print(f"upstream moved in {took:.2f} s")
+
+
+async def test_an_edge_that_links_elsewhere_is_moved_to_its_rooms_home_pod(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+) -> None:
+    """The edge knows only the Service (here: pod 1); the operator placed its room on
+    pod 2 (``rw:placement``, written here as the operator writes it): pod 1 moves the
+    edge's link there, devices unaware."""
+    pod1 = start_pod(redis_url, "pod-1", wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_ready(pod1, pod2)
+    r = aioredis.from_url(redis_url)
+    try:
+        await r.hset(keys.PLACEMENT, "lobby", "pod-2")
+    finally:
+        await r.aclose()
+    edge = start_edge("lobby", [pod1])
+    screen = await device(clients, edge.ws_url, "screen", "screen", "lobby")
+    laptop = await device(clients, edge.ws_url, "laptop", "participant", "lobby")
+    wait_until(lambda: edge.linked(2) and edge.status()["pod"] == "pod-2", 15, "edge at home")
+    remote = clients(pod1.ws_url)
+    await remote.connect()
+    await remote.join("lobby", "remote")
+    for c in (screen, laptop):
+        await c.recv_until(lambda f: f["type"] == "peer-joined" and f["peer"] == "remote")
+    await laptop.relay("offer", "remote", {"sdp": "o"})
+    assert (await remote.recv_until(lambda f: f["type"] == "offer"))["from"] == "laptop"
+    await laptop.relay("offer", "screen", {"sdp": "local"})
+    assert (await screen.recv_until(lambda f: f["type"] == "offer"))["from"] == "laptop"
+    for c in (screen, laptop):
+        assert c.close_code is None
+    wait_until(lambda: metric(pod1, "roomwire_ws_connections") == 1, 15, "only remote on pod-1")
+    assert metric(pod2, "roomwire_ws_connections") == 1
+    assert metric(pod2, "roomwire_sessions") == 2

@@ -21,10 +21,12 @@ from .test_edge_relay import two_pods
 Frame = dict[str, Any]
 
 
-async def device(clients: Callable[..., Client], url: str, peer: str, role: str) -> Client:
+async def device(
+    clients: Callable[..., Client], url: str, peer: str, role: str, room: str = "hall"
+) -> Client:
     c = clients(url)
     await c.connect()
-    await c.join("hall", peer, role)
+    await c.join(room, peer, role)
     return c
 
 

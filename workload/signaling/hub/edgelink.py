@@ -156,6 +156,17 @@ class EdgeLinks:
         except RegistryError as e:
             log.debug("edge records not published: %s", e)
 
+    async def _home(self, link: EdgeLink) -> None:
+        """An edge that linked here (through the Service, say) while its room's home is
+        another pod is moved there, the way an operator's migrate-room would."""
+        try:
+            home = await self.pod.registry.presence.home_url(link.room)
+        except RegistryError:
+            return
+        if home is not None and home[0] != self.pod.pod_id and not link.att.closing:
+            log.info("edge %s moved to its room's home pod %s", link.key, home[0])
+            await link.move(framing.migrate(home[1]), 10.0)
+
     async def run(self) -> None:
         """The links' records for the operator, refreshed with the pod's heartbeat."""
         while True:
@@ -199,6 +210,7 @@ class EdgeLinks:
         log.info("edge %s linked", link.key)
         self.links[link.key] = link
         self.pod.spawn(self._publish([self._record(link, True)]))
+        self.pod.spawn(self._home(link))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:

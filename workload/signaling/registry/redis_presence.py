@@ -188,6 +188,14 @@ class RedisPresence(Presence):
                 out[pod] = n
         return out
 
+    async def home_url(self, room: str) -> tuple[str, str] | None:
+        [home] = await self.link.commands([("HGET", keys.PLACEMENT, room)])
+        if not home:
+            return None
+        pod = s(home)
+        [url] = await self.link.commands([("HGET", keys.pod(pod), "url")])
+        return (pod, s(url)) if url else None
+
     async def edges(self, records: list[EdgeRecord]) -> None:
         if records:
             flat: list[str] = []

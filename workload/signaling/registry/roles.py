@@ -183,6 +183,11 @@ class Presence(ABC):
         resume anywhere; pod -> sessions turned, for the pods this call claimed."""
         return {}
 
+    async def home_url(self, room: str) -> tuple[str, str] | None:
+        """The room's home pod and its URL, as the operator placed it (``None``: not
+        placed, or its home pod is gone); the embedded registry has no placement."""
+        return None
+
     async def edges(self, records: list[EdgeRecord]) -> None:
         """Publish the state of the room edges' links this pod holds or just lost, for
         the operator (``MeetingRoom.status.edge``); the embedded registry keeps none."""
