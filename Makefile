@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-fast lint bench cluster-up cluster-down deps clean images demo demo-down demo-scale-out
+.PHONY: run test test-fast lint bench fuzz cluster-up cluster-down deps clean images demo demo-down demo-scale-out
 
 # Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
 # root project is the development install (those three, devcluster, the tools). pip is
@@ -48,6 +48,10 @@ test: $(STAMP) deps lint
 ## test-fast: the suite without browser, cluster and image tests
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not browser and not cluster and not images' $(PYTEST_ARGS)
+
+## fuzz: the fuzzer's long mode, a million frames at two pods (make test sends 100,000)
+fuzz: $(STAMP) deps
+	ROOMWIRE_FUZZ_FRAMES=$${ROOMWIRE_FUZZ_FRAMES:-1000000} $(PY) -m pytest -s tests/workload/test_fuzz.py tests/unit/test_protocol_stateful.py
 
 ## bench: benchmarks with baselines measured in the same run; see bench/RESULTS.md
 bench: $(STAMP) deps

@@ -355,6 +355,12 @@ class Connection:
             return self._fail(bad.code, bad.message, frame_id, now)
 
     def receive_binary(self, now: float) -> list[Intent]:
+        # Counted like any frame: a closed connection says nothing more, and a flood of
+        # binary frames is rate-limited like one of text frames.
+        if self.closed:
+            return []
+        if not self._bucket.take(now):
+            return self._fail(ErrorCode.RATE_LIMITED, "too many frames; slow down", None, now)
         return self._fail(ErrorCode.BAD_FRAME, "binary frames are not accepted", None, now)
 
     # -- results the adapter reports back ---------------------------------------------
