@@ -8,7 +8,8 @@ Debian chromium (CDP). Nothing faked.
 The page shows the two pods, their rooms and connections; a 300-seat room makes the
 operator scale out to 3 pods, and the page shows the scale decision, the new pod and the
 rebalance that follows. Then the page's numbers per pod (connections, sessions,
-accepting, weight) equal what each pod's ``/metrics`` and the API say. A screenshot is
+accepting, weight) equal what each pod's ``/metrics`` and the API say, and its sessions
+by room (from the pod's session set in Redis) add up to the pod's sessions. A screenshot is
 taken; with ``ROOMWIRE_UPDATE_SCREENSHOT=1`` it replaces ``docs/liveview.png``.
 
 Opt-in: ``-m 'browser and cluster'``.
@@ -54,7 +55,9 @@ Object.fromEntries([...document.querySelectorAll('#pods .pod')].map(c => {
   const f = n => (c.querySelector(`[data-field="${n}"]`) || {}).textContent;
   return [c.dataset.pod, {connections: f('connections'), sessions: f('sessions'),
     accepting: f('accepting'), weight: f('weight'),
-    rooms: [...c.querySelectorAll('[data-room]')].map(r => r.dataset.room)}];
+    rooms: [...c.querySelectorAll('[data-room]')].map(r => r.dataset.room),
+    here: Object.fromEntries([...c.querySelectorAll('[data-room-sessions]')]
+      .map(r => [r.dataset.roomSessions, Number(r.dataset.n)]))}];
 }))
 """
 
@@ -173,7 +176,14 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
         async def agree() -> dict[str, Any] | None:
             truth = await asyncio.to_thread(_pod_truth, cl, ns)
             page_pods = await _page_pods(page)
-            seen = {n: {k: v for k, v in p.items() if k != "rooms"} for n, p in page_pods.items()}
+            seen = {
+                n: {k: v for k, v in p.items() if k not in ("rooms", "here")}
+                for n, p in page_pods.items()
+            }
+            # sessions by room on each pod (its session set in Redis) add up to its gauge
+            by_room = {n: str(sum(p["here"].values())) for n, p in page_pods.items()}
+            if by_room != {n: p["sessions"] for n, p in truth.items()}:
+                return None
             total = sum(int(p["connections"]) for p in truth.values())
             return truth if seen == truth and len(truth) == 3 and total == CLIENTS else None
 
@@ -188,6 +198,9 @@ async def test_live_view_shows_pods_rooms_a_scale_out_and_the_pods_own_numbers(
             await eventually(converged, 45, "the rebalance converged on the page", 0.5)
         truth = await eventually(agree, 30, "the page's numbers equal the pods' /metrics", 0.5)
         print("pods' /metrics and the API:", truth)
+        here = {n: p["here"] for n, p in (await _page_pods(page)).items()}
+        print("sessions by room on each pod, on the page:", here)
+        assert all(set(rooms) == {"boardroom"} for rooms in here.values() if rooms), here
         moves = await page.evaluate("document.querySelector('[data-field=moves]').textContent")
         assert moves.isdigit(), moves  # Redis read (as its ACL user): moves in flight known
         chart_lines = await page.evaluate("document.querySelectorAll('#chart polyline').length")

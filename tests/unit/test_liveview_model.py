@@ -15,7 +15,9 @@ from devcluster.liveview.model import (
     decisions,
     metric_sum,
     parse_metrics,
+    sessions_by_room,
 )
+from roomwire_contract import keys
 
 METRICS = """\
 # HELP roomwire_ws_connections Open WebSocket connections of this process.
@@ -99,3 +101,9 @@ def test_unscraped_pods_are_left_out_of_the_history_not_counted_as_zero() -> Non
     state = LiveState()
     state.add(snap(1, [pod("a", 3), replace(pod("b"), connections=None)]))
     assert state.history[-1] == (1, {"a": 3})
+
+
+def test_a_pods_session_set_is_counted_per_room() -> None:
+    members = [keys.session_member("boardroom", f"p{i}") for i in range(3)]
+    members += [keys.session_member("huddle-2", "a"), "not-a-member"]
+    assert sessions_by_room(members) == {"boardroom": 3, "huddle-2": 1}

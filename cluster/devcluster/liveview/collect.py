@@ -29,6 +29,7 @@ from .model import (
     metric_sum,
     moving_out,
     parse_metrics,
+    sessions_by_room,
 )
 
 SIGNALING = "app.kubernetes.io/name=signaling"
@@ -37,6 +38,7 @@ ACCEPTING_LABEL = "rtc.roomwire.io/accepting"
 WEIGHT_ANNOTATION = "rtc.roomwire.io/weight"
 DRAINING_ANNOTATION = "rtc.roomwire.io/draining"
 SCRAPE_TIMEOUT_S = 1.0
+ROOM_SESSIONS_MAX = 5000  # larger session sets are not read each second
 
 Obj = dict[str, Any]
 
@@ -100,16 +102,23 @@ class Collector:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    async def moves_in_flight(self, now: float) -> dict[str, str] | None:
-        """Session id -> source pod of the operator's moves not yet past their deadline."""
+    def _client(self) -> Any:
+        """The Redis client (made on first use), or None without a Redis URL."""
         if not self.redis_url:
             return None
         if self._redis is None:
             self._redis = aioredis.from_url(
                 self.redis_url, decode_responses=True, socket_timeout=SCRAPE_TIMEOUT_S
             )
+        return self._redis
+
+    async def moves_in_flight(self, now: float) -> dict[str, str] | None:
+        """Session id -> source pod of the operator's moves not yet past their deadline."""
+        client = self._client()
+        if client is None:
+            return None
         try:
-            raw: dict[str, str] = await self._redis.hgetall(keys.OPERATOR_MOVES)
+            raw: dict[str, str] = await client.hgetall(keys.OPERATOR_MOVES)
         except (RedisError, OSError, TimeoutError):
             return None
         out = {}
@@ -118,6 +127,28 @@ class Collector:
                 data = json.loads(text)
                 if float(data["until"]) >= now:
                     out[sid] = str(data["from"])
+        return out
+
+    async def room_sessions(
+        self, sessions: Mapping[str, int | None]
+    ) -> dict[str, dict[str, int] | None]:
+        """Per pod, its sessions per room (its session set in Redis, kept in step by its
+        heartbeat); None for a pod not read: Redis not reachable, or a set larger than
+        ``ROOM_SESSIONS_MAX`` (the view stays light)."""
+        out: dict[str, dict[str, int] | None] = {p: None for p in sessions}
+        wanted = [p for p, n in sessions.items() if n is not None and n <= ROOM_SESSIONS_MAX]
+        client = self._client()
+        if client is None or not wanted:
+            return out
+        try:
+            pipe = client.pipeline(transaction=False)
+            for p in wanted:
+                pipe.smembers(keys.pod_sessions(p))
+            sets = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            return out
+        for p, members in zip(wanted, sets, strict=True):
+            out[p] = sessions_by_room(members)
         return out
 
     async def snapshot(self) -> Snapshot:
@@ -152,6 +183,9 @@ class Collector:
         metrics = dict(zip(names, scraped[:-1], strict=True))
         op = scraped[-1]
         out_moves = moving_out((moves or {}).values())
+        per_room = await self.room_sessions(
+            {n: _int(metrics.get(n), "roomwire_sessions") for n in names}
+        )
         views = []
         for p in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
             meta = p["metadata"]
@@ -173,6 +207,7 @@ class Collector:
                     rooms=_int(m, "roomwire_rooms"),
                     address=pod_address(p),
                     moving_out=out_moves.get(name, 0),
+                    room_sessions=per_room.get(name),
                 )
             )
         rooms = []

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from roomwire_contract import keys
+
 HISTORY_POINTS = 600  # one a second: ten minutes
 DECISIONS_KEPT = 50
 
@@ -53,6 +55,8 @@ class PodView:
     rooms: int | None
     address: str = ""
     moving_out: int = 0  # moves in flight from this pod
+    # Sessions on this pod per room, from its session set in Redis (None: not read).
+    room_sessions: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,16 @@ class LiveState:
             "history": [{"at": at, "pods": pods} for at, pods in self.history if at > since],
             "decisions": [asdict(d) for d in reversed(self.recent)],
         }
+
+
+def sessions_by_room(members: Iterable[str]) -> dict[str, int]:
+    """A pod's session set (``keys.session_member`` strings) counted per room."""
+    out: dict[str, int] = {}
+    for member in members:
+        parsed = keys.parse_session_member(member)
+        if parsed is not None:
+            out[parsed[0]] = out.get(parsed[0], 0) + 1
+    return dict(sorted(out.items()))
 
 
 def moving_out(sources: Iterable[str]) -> dict[str, int]:
