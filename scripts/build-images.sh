@@ -53,7 +53,13 @@ for target in "${targets[@]}"; do
     esac
     echo "building $tag from Dockerfile.$target on $base" >&2
     t0=$SECONDS
+    previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     "${build[@]}" -f "Dockerfile.$target" -t "$tag" . >&2
+    # The build it replaces goes, with the layers only it had (not the layer cache, which
+    # the new build shares); podman keeps it while a container runs it.
+    if [[ -n $previous && $previous != "$(podman image inspect --format '{{.Id}}' "$tag")" ]]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
     echo "built $tag in $((SECONDS - t0)) s" >&2
     tags+=("localhost/$tag")
 done
