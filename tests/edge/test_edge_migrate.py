@@ -137,3 +137,41 @@ async def test_an_edge_that_links_elsewhere_is_moved_to_its_rooms_home_pod(
     wait_until(lambda: metric(pod1, "roomwire_ws_connections") == 1, 15, "only remote on pod-1")
     assert metric(pod2, "roomwire_ws_connections") == 1
     assert metric(pod2, "roomwire_sessions") == 2
+
+
+async def test_a_draining_pod_sends_its_edge_elsewhere(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+) -> None:
+    """SIGTERM on the edge's pod: the link is told to reconnect (once, for all its
+    devices), the edge resumes them on the other pod; devices see nothing, frames sent
+    meanwhile arrive once, in order."""
+    pod1 = start_pod(redis_url, "pod-1", args=["--drain", "2"], wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", wait_ready=False)
+    wait_ready(pod1, pod2)
+    edge = start_edge("hall", [pod1, pod2])
+    screen = await device(clients, edge.ws_url, "screen", "screen")
+    laptop = await device(clients, edge.ws_url, "laptop", "participant")
+    wait_until(lambda: edge.linked(2) and edge.status()["pod"] == "pod-1", 10, "edge on pod-1")
+    remote = clients(pod2.ws_url)
+    await remote.connect()
+    await remote.join("hall", "remote")
+    for c in (screen, laptop):
+        await c.recv_until(lambda f: f.get("peer") == "remote")
+    pod1.proc.terminate()  # SIGTERM: drain
+    for i in range(40):
+        await laptop.relay("candidate", "remote", {"c": i})
+        await remote.relay("candidate", "laptop", {"c": i})
+        await asyncio.sleep(0.05)
+    wait_until(lambda: edge.linked(2) and edge.status()["pod"] == "pod-2", 15, "edge on pod-2")
+    got = await take(remote, 40, "the laptop's frames")
+    assert [f["data"]["c"] for f in got] == list(range(40))
+    gapless(got)
+    got = await take(laptop, 40, "the remote frames")
+    assert [f["data"]["c"] for f in got] == list(range(40))
+    gapless(got)
+    for c in (screen, laptop):
+        assert c.close_code is None and c.ws is not None and not c.ws.closed
+    assert pod1.proc.wait(15) == 0
