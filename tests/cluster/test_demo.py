@@ -112,6 +112,17 @@ def test_make_demo_prints_its_urls_shows_a_scale_out_and_stops_everything(
         return len(pods) == 2 and sum(p["connections"] or 0 for p in pods) == PARTICIPANTS
 
     state = live(all_connected, 60, f"2 pods and {PARTICIPANTS} participants")
+
+    def rooms_counted(s: dict[str, Any]) -> bool:
+        """Sessions by room, summed over the pods (their session sets in Redis, read as
+        the ACL user): each sample room's participants."""
+        totals: dict[str, int] = {}
+        for p in s["snapshot"]["pods"]:
+            for room, n in (p["room_sessions"] or {}).items():
+                totals[room] = totals.get(room, 0) + n
+        return totals == demo.ROOMS
+
+    live(rooms_counted, 30, "every participant in its room's count")
     homes = {r["name"]: r["home"] for r in state["snapshot"]["rooms"]}
     print("rooms on pods:", homes)
     assert set(homes) == {"all-hands", "boardroom", "huddle-2"} and all(homes.values())
