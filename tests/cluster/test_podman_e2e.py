@@ -266,3 +266,67 @@ async def test_rooms_ready_and_a_2_to_4_rebalance_with_every_pod_a_container_of_
 
 async def _got(f: Follower, sender: str) -> bool:
     return 0 in f.received.get(sender, [])
+
+
+def test_a_root_user_is_refused_and_a_failing_container_restarts(
+    podman_cluster: KubeCluster, image_ids: dict[str, str]
+) -> None:
+    """Two pods of the signaling image in a namespace of their own: one asks for uid 0
+    with ``runAsNonRoot`` (the kubelet refuses it: Pending, CreateContainerConfigError,
+    one Warning event, no container); one whose command exits 3 is restarted with
+    back-off, each run a new container, and an ``exec`` readiness probe runs inside it."""
+    cluster = podman_cluster
+    ns = f"t-{os.getpid()}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    sa = f"/api/v1/namespaces/{ns}/serviceaccounts/default"
+    cluster.wait_for(lambda: cluster.kube.get_or_none(sa), 30, f"default ServiceAccount in {ns}")
+    image = podman.image_tag("workload")
+
+    def pod(name: str, container: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+        spec = {"securityContext": sc, "automountServiceAccountToken": False,
+                "containers": [{"name": "c", "image": image, **container}]}  # fmt: skip
+        meta = {"name": name, "namespace": ns}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+    cluster.apply(pod("as-root", {"args": ["serve"]}, {"runAsNonRoot": True, "runAsUser": 0}))
+    script = "import os, sys; print('uid', os.getuid(), flush=True); sys.exit(3)"
+    crashing = {
+        "command": ["python", "-c", script],
+        "readinessProbe": {"exec": {"command": ["id", "-u"]}, "periodSeconds": 1},
+    }
+    cluster.apply(pod("exits-3", crashing, {"runAsNonRoot": True}))
+
+    def status(name: str) -> dict[str, Any]:
+        got = cluster.kube.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        result: dict[str, Any] = got.get("status") or {}
+        return result
+
+    def refused() -> dict[str, Any] | None:
+        (cs,) = status("as-root").get("containerStatuses") or [{}]
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        return waiting if waiting.get("reason") == "CreateContainerConfigError" else None
+
+    waiting = cluster.wait_for(refused, 30, "as-root refused")
+    assert "runAsUser breaks non-root policy" in waiting["message"], waiting
+    assert status("as-root")["phase"] == "Pending"
+    events = cluster.kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
+    said = [e for e in events if e["involvedObject"]["name"] == "as-root"]
+    assert any("non-root" in e["message"] and e["type"] == "Warning" for e in said), said
+
+    def restarted() -> dict[str, Any] | None:
+        (cs,) = status("exits-3").get("containerStatuses") or [{}]
+        return cs if cs.get("restartCount", 0) >= 2 else None
+
+    cs = cluster.wait_for(restarted, 60, "exits-3 restarted twice")
+    assert cs["lastState"]["terminated"]["exitCode"] == 3, cs
+    assert cs["imageID"] == f"sha256:{image_ids['workload']}", cs
+    log = cluster.pod_log(ns, "exits-3", "c")
+    assert log.count("uid 10001") >= 2, log[-2000:]  # the image's user, each run
+    pods_of_containers = []
+    for cid in podman.cluster_containers(cluster.state_dir or Path()):
+        labels = "{{json .Config.Labels}}"
+        cp = podman.run("container", "inspect", "--format", labels, cid, check=False)
+        if cp.returncode == 0:  # (a container of exits-3 may be gone meanwhile)
+            pods_of_containers.append(json.loads(cp.stdout).get("io.kubernetes.pod.name"))
+    assert "as-root" not in pods_of_containers, pods_of_containers
+    cluster.kube.delete(f"/api/v1/namespaces/{ns}")

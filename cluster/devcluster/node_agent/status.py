@@ -34,9 +34,10 @@ def container_status(c: Container) -> Obj:
         "state": state,
         "lastState": {"terminated": c.last_terminated} if c.last_terminated else {},
     }
-    if c.runtime == "podman" and c.container_id:
-        out["containerID"] = f"podman://{c.container_id}"
+    if c.runtime == "podman":  # the id once podman reported it running
         out["imageID"] = c.image_id
+        if c.container_id:
+            out["containerID"] = f"podman://{c.container_id}"
     elif c.ref is not None:
         out["containerID"] = f"local://{c.ref.pid}"
         out["imageID"] = f"local://{c.spec.get('image', '')}"

@@ -107,7 +107,7 @@ class PodWorker:
         self.start_time = now_iso()
         self.containers: list[Container] = []
         self.last_status: Obj | None = None
-        self.unknown_image_reported: set[str] = set()
+        self.unknown_image_reported: set[str] = set()  # and refusals, each said once
         self.pending_reason: tuple[str, str] = ("ContainerCreating", "")
         self._last_sent = ""
         self._last_error = ""
@@ -222,6 +222,9 @@ class PodWorker:
                 c.runtime = "podman"
                 refusal = self.agent.podman.refusal(pod, spec)
                 if refusal is not None:
+                    if refusal not in self.unknown_image_reported:  # said once
+                        self.unknown_image_reported.add(refusal)
+                        self.agent.event(pod, "Warning", "Failed", f"Error: {refusal}")
                     self.pending_reason = ("CreateContainerConfigError", refusal)
                     return False
             try:
@@ -317,7 +320,9 @@ class PodWorker:
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": c.started_at,
             "finishedAt": now_iso(),
-            "containerID": f"local://{c.ref.pid if c.ref else 0}",
+            "containerID": f"podman://{c.container_id}"
+            if c.container_id
+            else f"local://{c.ref.pid if c.ref else 0}",
         }
         if code < 0:
             c.terminated["signal"] = -code
