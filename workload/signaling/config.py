@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from roomwire_contract.settings import SettingsError, add_flags, load, setting, settings_class
 
 from .protocol import Limits
+from .registry.model import RoomBudget
 from .resp import TlsOptions, TlsVerify
 from .tokens import JoinPolicy
 
@@ -151,6 +152,32 @@ class Settings:
         help="open WebSockets per client address (the peer address: behind a proxy, the "
         "proxy's); beyond it an upgrade is refused with HTTP 429 (0: no cap)",
     )
+    # Budgets (docs/protocol.md, "Budgets"): what clients can make the system keep.
+    room_history: int = setting(
+        default=1000,
+        gt=0,
+        live=True,
+        help="room events kept in a room's history at most (the oldest go first)",
+    )
+    room_history_bytes: int = setting(
+        default=1 << 20,
+        gt=0,
+        live=True,
+        help="bytes of room events kept in a room's history at most (the oldest go first)",
+    )
+    room_idle_ttl_s: int = setting(
+        default=600,
+        gt=0,
+        live=True,
+        help="seconds a room's history and metadata stay in the registry once it is empty",
+    )
+    max_rooms: int = setting(
+        default=10000,
+        ge=0,
+        live=True,
+        help="rooms with a session on this pod at most; a join into one more is refused "
+        "with 'pod-full' and close 1013 (another pod will take it; 0: no cap)",
+    )
     heartbeat_s: float = setting(default=2.0, gt=0, help="seconds between registry heartbeats")
     ws_heartbeat_s: float = setting(
         live=True, default=20.0, gt=0, help="seconds between WebSocket pings"
@@ -224,6 +251,11 @@ class Settings:
             cert_file=self.redis_tls_cert_file,
             key_file=self.redis_tls_key_file,
         )
+
+    @property
+    def room_budget(self) -> RoomBudget:
+        """What one room may keep in the registry besides its members' frames."""
+        return RoomBudget(self.room_history, self.room_history_bytes, self.room_idle_ttl_s)
 
     @property
     def limits(self) -> Limits:

@@ -67,10 +67,22 @@ class FastHistogram:
         return HistogramMetricFamily(self.name, self.help, buckets=cumulative, sum_value=self._sum)
 
 
+class CallbackCounter:
+    """A counter kept by someone else (read through ``read`` at scrape time)."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.name, self.help, self.read = name, help_text, read
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.help)
+        family.add_metric([], self.read())
+        return family
+
+
 class _Hot(Collector):
     """The hot-path counters and histogram, handed to the registry at scrape time."""
 
-    def __init__(self, parts: Sequence[LabelledCounter | FastHistogram]) -> None:
+    def __init__(self, parts: Sequence[LabelledCounter | FastHistogram | CallbackCounter]) -> None:
         self.parts = parts
 
     def collect(self) -> Iterable[Metric]:
@@ -87,6 +99,7 @@ class Metrics:
         rooms: Callable[[], float],
         registry_up: Callable[[], float] = lambda: 1.0,
         draining: Callable[[], float] = lambda: 0.0,
+        history_trimmed: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.registry = CollectorRegistry()
         prom.ProcessCollector(registry=self.registry)
@@ -112,6 +125,11 @@ class Metrics:
             "(total: HTTP 503, per-address: HTTP 429).",
             ["reason"],
         )
+        self.budget_refused = LabelledCounter(
+            "roomwire_budget_refused",
+            "Joins refused by a budget of this pod, by budget (rooms: --max-rooms).",
+            ["budget"],
+        )
         self.config_updates = LabelledCounter(
             "roomwire_config_updates",
             "Versions of this pod's config-center document, by outcome (applied: in force; "
@@ -126,7 +144,14 @@ class Metrics:
         reg.register(
             _Hot(
                 [self.messages, self.delivered, self.errors, self.closes, self.kept,
-                 self.admission_refused, self.config_updates, self.relay_latency]
+                 self.admission_refused, self.budget_refused, self.config_updates,
+                 self.relay_latency,
+                 CallbackCounter(
+                     "roomwire_room_history_trimmed",
+                     "Room events dropped from rooms' histories by their bounds (the "
+                     "oldest first; --room-history, --room-history-bytes).",
+                     history_trimmed,
+                 )]
             )
         )  # fmt: skip
         for name, text, read in (

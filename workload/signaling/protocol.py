@@ -37,7 +37,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate-limited"
     ROOM_FULL = "room-full"
-    UNAVAILABLE = "unavailable"  # the registry cannot be reached: nothing was accepted
+    UNAVAILABLE = "unavailable"  # the registry did not answer: resend with the same id
+    POD_FULL = "pod-full"  # this pod holds its most rooms (--max-rooms): try another
 
 
 class CloseCode(IntEnum):

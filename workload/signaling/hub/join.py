@@ -57,6 +57,14 @@ class Joins(PodPart):
         """The session now attached to ``att``; None (the client told why, the socket
         closing) when the join was refused."""
         d = self.delivery
+        cap = self.settings.max_rooms
+        if cap and j.room not in self.index.rooms and len(self.index.rooms) >= cap:
+            # A budget of this pod, not of the room: another pod will take the room.
+            conn.join_refused()
+            self.pod.metrics.budget_refused.inc("rooms")
+            d.send_direct(att, error(ErrorCode.POD_FULL, f"this pod holds {cap} rooms", j.id))
+            await d.close_socket(att, CloseCode.TRY_AGAIN_LATER, "pod full")
+            return None
         try:
             if not self.pod.resume_secret:
                 raise RegistryError("registry not reached yet")
@@ -289,6 +297,11 @@ class Joins(PodPart):
         recent: list[tuple[int, str]] = []
         if s is not None and new_pod != self.pod_id:
             recent = list(s.recent)
+            if sid in self._resuming:
+                # A resume of it is under way here and has lost (the winner holds the
+                # session in Redis): its connection hears so from its own attempt
+                # (already-joined, 4001), not a bare close from this notice.
+                s.attachment = None
             await self.delivery.drop(s, CloseCode.REPLACED, "session resumed elsewhere")
         if not replaced:
             # Inbox messages are handled in order, so everything this pod held for

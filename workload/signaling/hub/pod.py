@@ -29,6 +29,7 @@ class Hub:
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.state = pod = PodState(settings, registry)
+        self._budget(settings)
         self.delivery = Delivery(pod)
         self.joins = Joins(pod, self.delivery)
         self.grace = Grace(pod, self.delivery)
@@ -59,8 +60,15 @@ class Hub:
     def apply(self, settings: Settings, changed: tuple[str, ...]) -> None:
         """Settings in force from now on (the config center's, validated)."""
         self.state.apply(settings)
+        self._budget(settings)
         if "log_level" in changed:
             logging.getLogger().setLevel(settings.log_level.upper())
+
+    def _budget(self, settings: Settings) -> None:
+        """The room budget the registry applies (its bounds travel with each call)."""
+        budget = settings.room_budget
+        self.state.registry.routing.budget = budget
+        self.state.registry.sessions.budget = budget
 
     def _load(self) -> PodLoad:
         return PodLoad(len(self.state.sockets), self.state.draining)

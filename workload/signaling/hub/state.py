@@ -43,6 +43,7 @@ class PodState:
             lambda: len(self.index.rooms),
             lambda: float(self.registry_ok and registry.presence.answering()),
             lambda: float(self.draining),
+            lambda: float(registry.routing.history_trimmed),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())

@@ -8,14 +8,14 @@
 -- ARGV[1] frame (an encoded object)  [2] "1": to screens only  [3] session id left out
 --     (the sender's)  [4] "1": replayable  [5] this pod  [6] now  [7] frames kept per
 --     session at most  [8] how long kept and routed frames are held (s)  [9] an epoch,
---     if the room is new  [10] stream length bound  [11] room TTL (s)  [12] room
+--     if the room is new  [10] events kept at most  [11] room TTL (s)  [12] room
 --     [13] inbox channel prefix  [14] "1" when it resends a frame answered `unavailable`
---     (a replayable one among the room's last 64 events is then returned as it was),
---     then the listed members' peer ids, in KEYS order
--- Returns {1, the frame as sent}, or {0, {peer, ...}} when the members are not the
---         ones listed (nothing was done: call again with these).
+--     (a replayable one among the room's last 64 events is then returned as it was)
+--     [15] bytes of events kept at most, then the listed members' peer ids, in KEYS order
+-- Returns {1, the frame as sent, events the history bounds dropped}, or {0, {peer, ...}}
+--         when the members are not the ones listed (nothing was done: call again).
 local members = KEYS[1]
-local first = 15
+local first = 16
 local listed = #ARGV - first + 1
 local stale = redis.call('HLEN', members) ~= listed
 for i = first, #ARGV do
@@ -26,7 +26,7 @@ if stale then return {0, redis.call('HKEYS', members)} end
 
 local text, screens_only, exclude, replay = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4] == '1'
 local me, now, keep_max, hold = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local out = text
+local out, trimmed = text, 0
 if replay and ARGV[14] == '1' then
   local head = string.sub(text, 1, -2) .. ',"offset":'
   for _, e in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 64)) do
@@ -38,7 +38,18 @@ if replay then
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
   local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
   out = string.sub(text, 1, -2) .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'f', out)
+  redis.call('XADD', KEYS[3], '*', 'f', out)
+  -- the history's bounds, exact: the oldest events go until both hold
+  local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', #out)
+  local count = redis.call('XLEN', KEYS[3])
+  local max_count, max_bytes = tonumber(ARGV[10]), tonumber(ARGV[15])
+  while count > max_count or bytes > max_bytes do
+    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    if not oldest then break end
+    redis.call('XDEL', KEYS[3], oldest[1])
+    bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -#oldest[2][2])
+    count, trimmed = count - 1, trimmed + 1
+  end
   redis.call('EXPIRE', KEYS[3], ARGV[11])
   redis.call('EXPIRE', KEYS[2], ARGV[11])
 end
@@ -76,4 +87,4 @@ for _, pod in ipairs(order) do
     end
   end
 end
-return {1, out}
+return {1, out, trimmed}

@@ -38,7 +38,8 @@ class _Room:
     members: dict[str, _Member] = field(default_factory=dict)
     epoch: str = field(default_factory=lambda: secrets.token_hex(4))
     offset: int = 0
-    events: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    events: deque[str] = field(default_factory=deque)
+    event_bytes: int = 0
 
 
 @dataclass
@@ -156,6 +157,13 @@ class MemoryRouting(Routing):
         r.offset += 1
         out = splice(text, f',"offset":{r.offset},"epoch":"{r.epoch}"')
         r.events.append(out)
+        r.event_bytes += len(out.encode())
+        # The history's bounds, as in Redis: the oldest go until both hold.
+        while r.events and (
+            len(r.events) > self.budget.history or r.event_bytes > self.budget.history_bytes
+        ):
+            r.event_bytes -= len(r.events.popleft().encode())
+            self.history_trimmed += 1
         return out
 
     async def notify_takeover(self, old_pod: str, sid: str, replaced: bool) -> int:

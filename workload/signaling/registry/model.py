@@ -25,6 +25,17 @@ class RelayResult(IntEnum):
 RelayDone = Callable[[RelayResult], None]
 
 
+@dataclass(frozen=True)
+class RoomBudget:
+    """What a room may keep in the registry besides its members' own frames: its event
+    history, bounded in count and bytes (the oldest go first), and how long that
+    history and the room's metadata stay once the room is empty."""
+
+    history: int = 1000
+    history_bytes: int = 1 << 20
+    idle_s: int = 600
+
+
 class RegistryError(Exception):
     """The registry cannot be reached or refused an operation."""
 

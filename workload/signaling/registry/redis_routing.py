@@ -22,7 +22,6 @@ from .redis_link import LuaScript, RedisLink, s
 from .redis_sessions import ROOM_TTL_S
 from .roles import Routing
 
-ROOM_STREAM_MAXLEN = 1000
 FAN_OUT_TRIES = 3  # members that keep changing under a room frame: give up after this
 MEMBER_CACHE_MAX = 10_000  # rooms whose member lists this pod remembers
 
@@ -87,11 +86,13 @@ class RedisRouting(Routing):
                 keys_,
                 [text, "1" if screens_only else "0", exclude_sid, "1" if replay else "0",
                  self.pod_id, repr(time.time()), self.keep_max, self.hold_s,
-                 secrets.token_hex(4), ROOM_STREAM_MAXLEN, ROOM_TTL_S, room, INBOX_PREFIX,
-                 "1" if resend else "", *members],
+                 secrets.token_hex(4), self.budget.history, ROOM_TTL_S, room, INBOX_PREFIX,
+                 "1" if resend else "", self.budget.history_bytes, *members],
             )  # fmt: skip
             if int(r[0]) == 1:
                 self._remember(room, members)
+                if len(r) > 2:
+                    self.history_trimmed += int(r[2])
                 return s(r[1])
             members = [s(p) for p in r[1]]
         raise RegistryError(f"the members of room {room} kept changing")

@@ -138,8 +138,14 @@ class RedisSessions(Sessions):
     async def remove(self, sid: str, room: str, peer: str) -> bool:
         r = await self.link.call(
             SCRIPTS["remove"],
-            [*keys.session_keys(room, peer), keys.room_members(room), keys.room_roles(room)],
-            [sid, peer, self.pod_id],
+            [
+                *keys.session_keys(room, peer),
+                keys.room_members(room),
+                keys.room_roles(room),
+                keys.room_meta(room),
+                keys.room_events(room),
+            ],
+            [sid, peer, self.pod_id, self.budget.idle_s],
         )
         if int(r) != 0:
             self.link.fire("SREM", self._own, keys.session_member(room, peer))
@@ -152,8 +158,11 @@ class RedisSessions(Sessions):
         [flat] = await self.link.commands([("HGETALL", keys.room_members(room))])
         if not flat:
             return []
-        keys_: list[str] = [keys.room_members(room), keys.room_roles(room)]
-        args: list[str] = []
+        keys_: list[str] = [
+            keys.room_members(room), keys.room_roles(room),
+            keys.room_meta(room), keys.room_events(room),
+        ]  # fmt: skip
+        args: list[Any] = [self.budget.idle_s]
         for i in range(0, len(flat), 2):
             peer, sid = s(flat[i]), s(flat[i + 1])
             keys_ += keys.session_keys(room, peer)

@@ -23,12 +23,17 @@ from .model import (
     PodStats,
     RelayDone,
     ResumeOutcome,
+    RoomBudget,
     SessionRecord,
 )
 
 
 class Sessions(ABC):
     """Who is in which room, and what a session that dropped left behind."""
+
+    # How long an empty room's history and metadata stay (``idle_s``); replaced whole
+    # when the settings change.
+    budget: RoomBudget = RoomBudget()
 
     @abstractmethod
     async def join(self, sid: str, room: str, peer: str, role: Role, max_peers: int) -> JoinOutcome:
@@ -91,6 +96,11 @@ class Sessions(ABC):
 
 class Routing(ABC):
     """Frames for sessions this pod does not hold: to the pod that holds them, or kept."""
+
+    # The bounds of a room's event history; replaced whole when the settings change.
+    budget: RoomBudget = RoomBudget()
+    # Events the history bounds dropped so far (oldest first), for the metrics.
+    history_trimmed: int = 0
 
     @abstractmethod
     def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
