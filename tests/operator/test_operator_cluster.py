@@ -425,6 +425,13 @@ async def _counts(store: Store, pods: list[str]) -> Counter[str]:
     return counts
 
 
+async def _all_counted(store: Store, pods: list[str], total: int) -> Counter[str] | None:
+    """The sessions per pod once all ``total`` are registered (clients still joining
+    would make a first count short), else None."""
+    counts = await _counts(store, pods)
+    return counts if sum(counts.values()) == total else None
+
+
 class Traffic:
     """Even peers send numbered candidates to the next odd peer of their room."""
 
@@ -486,8 +493,9 @@ async def _rebalance_run(
     traffic.start()
     try:
         old = await asyncio.to_thread(stack.pod_names)
-        before = await eventually(lambda: _counts(store, old), 10, "sessions registered")
-        assert sum(before.values()) == rooms * 4
+        await eventually(
+            lambda: _all_counted(store, old, rooms * 4), 10, "every session registered"
+        )
         await asyncio.to_thread(stack.scale, 4)
         await asyncio.to_thread(stack.cluster.wait_ready_pods, stack.ns, SIGNALING, 4, 90)
         pods = await asyncio.to_thread(stack.pod_names)
@@ -636,8 +644,9 @@ async def test_scale_out_and_its_rebalance_make_one_scaling_step(
     watch = ReplicaWatch(stack)
     try:
         old = await asyncio.to_thread(stack.pod_names)
-        before = await eventually(lambda: _counts(store, old), 20, "sessions registered", every=0.2)
-        assert sum(before.values()) == clients
+        before = await eventually(
+            lambda: _all_counted(store, old, clients), 20, "every session registered", every=0.2
+        )
         minimum = minimum_moves({**before, **{f"new-{i}": 0 for i in range(3)}})
         watch.start()
         started = time.monotonic()
