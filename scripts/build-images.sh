@@ -3,6 +3,7 @@
 # project's version (pyproject.toml), and prints their sizes.
 #   roomwire/signaling:<version>  from Dockerfile.workload
 #   roomwire/operator:<version>   from Dockerfile.operator
+#   roomwire/edge:<version>       from Dockerfile.edge (only when named: `... edge`)
 # Installs podman, runc and mmdebstrap when missing (scripts/ensure-image-deps.sh); the base
 # image comes from scripts/image-base.sh ($BASE_IMAGE, else python:3.11-slim when it can be
 # pulled, else a local Debian base). Podman runs with runc: the default crun refuses hosts
@@ -49,7 +50,8 @@ for target in "${targets[@]}"; do
     case $target in
         workload) tag=roomwire/signaling:$version ;;
         operator) tag=roomwire/operator:$version ;;
-        *) echo "build-images: unknown image $target (workload, operator)" >&2; exit 2 ;;
+        edge) tag=roomwire/edge:$version ;;  # the room edge (docs/edge.md); not a default
+        *) echo "build-images: unknown image $target (workload, operator, edge)" >&2; exit 2 ;;
     esac
     echo "building $tag from Dockerfile.$target on $base" >&2
     t0=$SECONDS
