@@ -87,6 +87,33 @@ def test_signaling_pods_register_in_the_overlay_s_rnacos(
             assert h["metadata"]["draining"] == "false"
             assert float(h["weight"]) == 100.0
             assert int(h["port"]) == 8080
+
+        # The operator's config center: a document published in the overlay's rnacos is
+        # taken live (its log says so), the operator's pod never restarted.
+        def operator_log() -> str:
+            pods = kube_cluster.pods(NS, "app.kubernetes.io/name=meetingroom-operator")
+            return "".join(
+                kube_cluster.pod_log(NS, p["metadata"]["name"], "operator") for p in pods
+            )
+
+        kube_cluster.wait_for(
+            lambda: "config center: listening" in operator_log(), 60, "the operator listening"
+        )
+        form = urllib.parse.urlencode(
+            {"dataId": "roomwire-operator.yaml", "group": "DEFAULT_GROUP",
+             "content": "skew_threshold: 1.25\n", "type": "yaml"}
+        ).encode()  # fmt: skip
+        published = time.monotonic()
+        with urllib.request.urlopen(
+            urllib.request.Request(f"http://{host}:{port}/nacos/v1/cs/configs", form), timeout=5
+        ) as r:
+            assert r.read().decode().strip() == "true"
+        kube_cluster.wait_for(
+            lambda: "config roomwire-operator.yaml applied: skew_threshold=1.25" in operator_log(),
+            10,
+            "the operator applying its document",
+        )
+        print(f"the operator applied its document {time.monotonic() - published:.2f} s after")
         restarts = {
             p["metadata"]["name"]: [
                 cs.get("restartCount", 0)
