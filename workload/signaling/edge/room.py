@@ -24,6 +24,7 @@ from ..protocol import (
     CloseCode,
     ErrorCode,
     Frame,
+    Handover,
     Join,
     Limits,
     Relay,
@@ -180,8 +181,6 @@ class EdgeRoom:
         handover: tuple[int, int] | None,
         frame_id: str | int | None,
     ) -> Frame:
-        from ..protocol import Handover
-
         return joined(
             room=self.room,
             peer=d.peer,

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._adopt: Link | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._pickers: dict[str, NacosPicker] = {}  # per nacos:// upstream
         room.upstream = self
@@ -150,6 +152,8 @@ class Upstream:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -293,9 +297,15 @@ class Upstream:
             if not self.ready and not link.attaching:
                 self._attached_all()
         elif isinstance(m, framing.Migrate):
-            asyncio.get_running_loop().create_task(self._migrate(link, m.url))
+            self._spawn(self._migrate(link, m.url))
         elif isinstance(m, framing.Reconnect):
-            asyncio.get_running_loop().create_task(self._reconnect(link, m.after_ms))
+            self._spawn(self._reconnect(link, m.after_ms))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A background job, held until done (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     def _confirmed(self, progress: dict[str, int]) -> None:
         q = self.queue
