@@ -66,3 +66,27 @@ def test_batches_keep_order_and_stay_under_the_cap() -> None:
 def test_bad_messages_are_refused(text: str) -> None:
     with pytest.raises(f.FramingError):
         f.decode(text)
+
+
+def test_the_asyncapi_document_has_every_link_message() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "docs" / "asyncapi.yaml").read_text())
+    assert doc["channels"]["edge"]["address"] == "/edge"
+    consts = {
+        m["payload"]["properties"]["type"].get("const")
+        for name, m in doc["components"]["messages"].items()
+        if name.startswith("edge")
+    }
+    assert consts == {
+        f.ATTACH,
+        f.DEV,
+        f.ATTACHED,
+        f.GOT,
+        f.DETACHED,
+        f.MIGRATE,
+        f.RECONNECT,
+        f.BATCH,
+    }
