@@ -57,3 +57,36 @@ async def test_a_device_resumes_at_the_edge_and_misses_nothing(
     for c in (screen, remote):
         f = await c.recv_until(lambda f: f["type"] == "peer-left", 10)
         assert f["peer"] == "laptop"
+
+
+async def test_a_device_that_joins_the_cloud_directly_moves_out_of_the_edge(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+) -> None:
+    """The laptop leaves the room's Wi-Fi and joins the cloud directly as the same peer:
+    its session there replaces the one behind the edge (4001 to its edge connection, as
+    a pod does), and the devices still on the edge now reach it through the cloud."""
+    pod = start_pod(redis_url, "pod-1")
+    edge = start_edge("hall", [pod])
+    screen = await device(clients, edge.ws_url, "screen", "screen")
+    laptop = await device(clients, edge.ws_url, "laptop", "participant")
+    await screen.recv_until(lambda f: f.get("peer") == "laptop")
+    wait_until(lambda: edge.linked(2), 10, "edge linked")
+    moved = clients(pod.ws_url)
+    await moved.connect()
+    j = await moved.join("hall", "laptop")
+    assert [p["peer"] for p in j["peers"]] == ["screen"]
+    assert await laptop.wait_closed(10) == 4001
+    left = await screen.recv_until(lambda f: f["type"] == "peer-left")
+    back = await screen.recv_until(lambda f: f["type"] == "peer-joined")
+    assert (left["peer"], back["peer"]) == ("laptop", "laptop")
+    assert back["seq"] == left["seq"] + 1
+    await screen.relay("offer", "laptop", {"sdp": "to the cloud now"}, frame_id="o")
+    f = await moved.recv_until(lambda f: f["type"] == "offer")
+    assert (f["from"], f["data"]) == ("screen", {"sdp": "to the cloud now"})
+    await moved.relay("answer", "screen", {"sdp": "back"})
+    f = await screen.recv_until(lambda f: f["type"] == "answer")
+    assert f["from"] == "laptop" and f["seq"] == back["seq"] + 1
+    wait_until(lambda: edge.status()["devices"] == 1, 5, "one device left on the edge")
