@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -133,6 +134,8 @@ class RedisLink:
         self._connecting: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._caught_up: list[asyncio.Future[None]] = []
+        self._connected = False  # connected once at least
+        self.lost_records_at: float | None = None  # monotonic time; see rebuilding()
 
     def close(self) -> None:
         if self._pipe is not None:
@@ -193,6 +196,12 @@ class RedisLink:
     def idle(self) -> bool:
         return self._queued == 0
 
+    def rebuilding(self) -> bool:
+        """Whether Redis came back without this pod's records less than a heartbeat TTL
+        ago: other pods may not have put their sessions back yet."""
+        at = self.lost_records_at
+        return at is not None and time.monotonic() - at < keys.POD_TTL_S
+
     def caught_up(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._queued == 0:
@@ -230,10 +239,24 @@ class RedisLink:
     async def _connect(self) -> None:
         try:
             pipe = await self.address.connect(f"rw-scripts:{self.pod_id}")
-            replies = await pipe.call([("SCRIPT", "LOAD", sc.source) for sc in self._scripts])
+            replies = await pipe.call(
+                [*(("SCRIPT", "LOAD", sc.source) for sc in self._scripts),
+                 ("EXISTS", keys.pod(self.pod_id))]
+            )  # fmt: skip
             if errors := [r for r in replies if isinstance(r, hiredis.ReplyError)]:
                 pipe.close()
                 raise ConnectionError(f"redis refused the scripts: {errors[0]}")
+            if self._connected and not replies[-1]:
+                # A reconnect to a Redis without this pod's record: it restarted empty
+                # (or this pod was thought dead). Every live pod puts its sessions back
+                # within a heartbeat TTL; until then a peer not found may exist.
+                self.lost_records_at = time.monotonic()
+                log.warning(
+                    "redis lost this pod's records: for %d s a relay to a peer it does "
+                    "not know is answered unavailable, not unknown-peer",
+                    keys.POD_TTL_S,
+                )
+            self._connected = True
             self._pipe = pipe
         except (OSError, TimeoutError, hiredis.ProtocolError) as e:
             batch, self._pending = self._pending, []

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import partial
 from typing import Any
 
 from roomwire_contract import inbox, keys
 
 from ..lua import script
-from .model import RegistryError, RelayDone
+from .model import RegistryError, RelayDone, RelayResult
 from .redis_link import LuaScript, RedisLink, s
 from .redis_sessions import ROOM_TTL_S
 from .roles import Routing
@@ -44,7 +45,15 @@ class RedisRouting(Routing):
         return [self.pod_id, repr(time.time()), self.keep_max, self.hold_s, INBOX_PREFIX]
 
     def relay(self, room: str, peer: str, text: str, done: RelayDone, resend: bool = False) -> None:
-        self.link.relay(room, peer, text, done, resend)
+        self.link.relay(room, peer, text, partial(self._relayed, done), resend)
+
+    def _relayed(self, done: RelayDone, result: RelayResult) -> None:
+        """While Redis is rebuilt after it came back empty, "no such peer" is not known
+        (the peer's pod puts its session back at its next heartbeat): it is answered as
+        the registry not answering, so that the client resends (docs/protocol.md)."""
+        if result == RelayResult.NO_PEER and self.link.rebuilding():
+            result = RelayResult.FAILED
+        done(result)
 
     def backlog(self) -> int:
         return self.link.backlog()
