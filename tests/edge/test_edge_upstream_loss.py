@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signaling.client import Client
-from tests.conftest import PodFactory
+from tests.conftest import PodFactory, wait_ready
 from tests.support import eventually
 
 from .conftest import EdgeFactory, metric
@@ -202,5 +202,54 @@ async def test_what_overflows_the_upstream_queue_is_refused_to_its_sender(
         assert acks == [{"type": "ack", "id": i} for i in range(10)]
         assert await remote.recv_within(0.5, lambda f: "seq" in f) == []
         assert "roomwire_edge_upstream_refused_total 5" in edge.get("/metrics")
+    finally:
+        await proxy.close()
+
+
+async def test_an_outage_longer_than_the_grace_period(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+) -> None:
+    """Past the cloud's grace period (2 s here) the devices' sessions end: the remote
+    participant sees them leave, and come back as new sessions once the edge is back;
+    what the devices sent meanwhile is delivered then, and the room inside never
+    noticed."""
+    args = ["--grace", "2"]
+    pod1 = start_pod(redis_url, "pod-1", args=args, wait_ready=False)
+    pod2 = start_pod(redis_url, "pod-2", args=args, wait_ready=False)
+    wait_ready(pod1, pod2)
+    proxy = CuttableProxy(pod1.port)
+    await proxy.start()
+    try:
+        edge = start_edge("hall", upstream_urls=[f"ws://127.0.0.1:{proxy.port}/edge"])
+        screen = await device(clients, edge.ws_url, "screen", "screen")
+        laptop = await device(clients, edge.ws_url, "laptop", "participant")
+        await screen.recv_until(lambda f: f.get("peer") == "laptop")
+        await until(lambda: edge.linked(2), 10, "edge linked")
+        remote = clients(pod2.ws_url)
+        await remote.connect()
+        await remote.join("hall", "remote")
+        for c in (screen, laptop):
+            await c.recv_until(lambda f: f.get("peer") == "remote")
+        proxy.cut()
+        gone = [await remote.recv_until(lambda f: f["type"] == "peer-left", 15) for _ in range(2)]
+        assert sorted(f["peer"] for f in gone) == ["laptop", "screen"]
+        for i in range(5):
+            await laptop.relay("candidate", "remote", {"c": i})
+            await laptop.relay("candidate", "screen", {"c": f"in{i}"})
+        inside = await take(screen, 5, "the room inside")
+        assert [f["data"]["c"] for f in inside] == [f"in{i}" for i in range(5)]
+        gapless(inside)
+        proxy.restore()
+        await until(lambda: edge.linked(2), 15, "edge linked again")
+        back = [await remote.recv_until(lambda f: f["type"] == "peer-joined", 10) for _ in range(2)]
+        assert sorted(f["peer"] for f in back) == ["laptop", "screen"]
+        got = await take(remote, 5, "what the laptop sent meanwhile")
+        assert [f["data"]["c"] for f in got] == list(range(5))
+        # The devices were told nothing: the remote peer never left, for them.
+        assert await screen.recv_within(1.0, lambda f: "seq" in f) == []
+        assert await laptop.recv_within(0.2, lambda f: f["type"] == "error") == []
     finally:
         await proxy.close()
