@@ -169,3 +169,15 @@ def test_joins_the_edge_refuses() -> None:
         room.join(Out(), intent)
     except Exception as e:
         assert getattr(e, "code", None) == "unauthorized"
+
+
+def test_backoff_doubles_to_its_ceiling_with_jitter_in_the_upper_half() -> None:
+    from signaling.edge.upstream import backoff, edge_url
+
+    lows = [backoff(n, 0.2, 5.0, 0.0) for n in range(1, 9)]
+    highs = [backoff(n, 0.2, 5.0, 0.999999) for n in range(1, 9)]
+    assert [round(x, 2) for x in lows] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.5, 2.5, 2.5]
+    assert [round(x, 2) for x in highs] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert backoff(10_000, 0.2, 5.0, 0.5) == 3.75  # no overflow after a long outage
+    assert edge_url("ws://10.0.0.7:8080/ws") == "ws://10.0.0.7:8080/edge"
+    assert edge_url("ws://svc:8080/edge") == "ws://svc:8080/edge"

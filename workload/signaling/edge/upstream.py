@@ -66,6 +66,15 @@ async def _write(link: Link) -> None:
         link.writer = None
 
 
+def backoff(attempt: int, first_s: float, most_s: float, draw: float) -> float:
+    """The wait before attempt ``attempt + 1`` (``attempt`` failed so far, from 1):
+    ``first_s`` doubling up to ``most_s``, then drawn from its upper half with ``draw``
+    (uniform in [0, 1)), so that the edges of many rooms that lost the same pod do not
+    come back in step."""
+    ceiling: float = min(most_s, first_s * 2.0 ** min(attempt - 1, 30))
+    return ceiling / 2 + draw * ceiling / 2
+
+
 def edge_url(url: str) -> str:
     """A pod's ``/ws`` URL (what ``migrate`` names) as its ``/edge`` endpoint."""
     return url[: -len("/ws")] + "/edge" if url.endswith("/ws") else url
@@ -181,10 +190,12 @@ class Upstream:
             except (OSError, aiohttp.ClientError, TimeoutError, LinkRefused) as e:
                 attempt += 1
                 i += 1
-                delay = min(
-                    self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** (attempt - 1)
+                delay = backoff(
+                    attempt,
+                    self.settings.backoff_min_s,
+                    self.settings.backoff_max_s,
+                    random.random(),
                 )
-                delay = random.uniform(delay / 2, delay)  # jitter: edges do not come in step
                 log.info("upstream %s: %s; again in %.2fs", url, e, delay)
                 await asyncio.sleep(delay)
                 continue
