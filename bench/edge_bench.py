@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -366,6 +367,7 @@ def run(plan: Plan) -> dict[str, Any]:
         for p in reversed(procs):
             with contextlib.suppress(Exception):
                 p.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return res
 
 
