@@ -181,3 +181,18 @@ def test_backoff_doubles_to_its_ceiling_with_jitter_in_the_upper_half() -> None:
     assert backoff(10_000, 0.2, 5.0, 0.5) == 3.75  # no overflow after a long outage
     assert edge_url("ws://10.0.0.7:8080/ws") == "ws://10.0.0.7:8080/edge"
     assert edge_url("ws://svc:8080/edge") == "ws://svc:8080/edge"
+
+
+def test_a_remote_peer_that_comes_into_the_room_is_local_from_then_on() -> None:
+    room = EdgeRoom("r", "edge-r", Limits())
+    Up(room)
+    a, out_a, _ = join(room, "a")
+    out_a.take()
+    room.from_cloud("a", {"type": "peer-joined", "peer": "tab", "role": "participant", "seq": 1})
+    assert out_a.take()[0]["peer"] == "tab" and room.remote == {"tab": "participant"}
+    _, out_tab, _ = join(room, "tab")
+    [joined] = out_tab.take()
+    assert joined["peers"] == [{"peer": "a", "role": "participant"}]
+    assert room.remote == {} and "tab" not in a.known_remote
+    # The edge says it joined (a saw it as remote, now it is here).
+    assert out_a.take() == [{"type": "peer-joined", "peer": "tab", "role": "participant", "seq": 2}]

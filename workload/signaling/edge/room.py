@@ -164,6 +164,11 @@ class EdgeRoom:
             {"use": "edge-resume", "sid": sid, "room": self.room, "peer": j.peer}, self.secret
         )
         d = Device(j.peer, j.role, sid, token, out)
+        if self.remote.pop(j.peer, None) is not None:
+            # The peer was in the cloud and comes into the room: its session there is
+            # replaced by this one (as a second join replaces the first on a pod).
+            for other in self.devices.values():
+                other.known_remote.discard(j.peer)
         d.known_remote = set(self.remote)
         peers = [(p.peer, p.role.value) for p in self.devices.values()]
         peers += list(self.remote.items())
