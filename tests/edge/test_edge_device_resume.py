@@ -43,7 +43,9 @@ async def test_a_device_resumes_at_the_edge_and_misses_nothing(
         await remote.relay("candidate", "screen", {"c": f"remote{i}"})
     assert await laptop.recv_within(0.3, lambda f: f["type"] == "peer-left") == []
     j = await screen.resume()
-    assert j["resumed"] is True and j["kept"] == 10 and j["dropped"] == 0
+    # Kept: at least the 5 from the laptop (the remote one's may still be on their way
+    # through the cloud, and then arrive live).
+    assert j["resumed"] is True and 5 <= j["kept"] <= 10 and j["dropped"] == 0
     assert sorted(p["peer"] for p in j["peers"]) == ["laptop", "remote"]
     after = await take(screen, 10, "what was sent meanwhile")
     gapless(before + after)
