@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -238,3 +239,27 @@ async def test_a_flooding_device_is_limited_without_stalling_the_room(
     assert len(spam) <= 100 + 10
     median, worst = sorted(rtts)[10] * 1000, max(rtts) * 1000
     print(f"panel round trips during the flood: median {median:.1f} ms, max {worst:.1f} ms")
+
+
+async def test_the_edge_token_is_read_again_at_each_link_up(
+    start_pod: PodFactory,
+    redis_url: str,
+    start_edge: EdgeFactory,
+    clients: Callable[..., Client],
+    tmp_path: Path,
+) -> None:
+    """A join token lives at most the cloud's --token-max-lifetime, an edge for months:
+    with --edge-token-file the token is rotated without a restart. Here the file first
+    holds another room's token (refused, the edge keeps trying), then a good one."""
+    pod1, _ = pods(start_pod, redis_url)
+    token_file = tmp_path / "edge.token"
+    token_file.write_text(tokens.make_join(SECRET, "room-x", "edge-room-a", "edge", edge=True))
+    edge = start_edge(
+        "room-a", [pod1], args=["--edge-token-file", str(token_file), "--token-secret", SECRET]
+    )
+    d = clients(edge.ws_url)
+    await join(d, "room-a", "tablet")
+    wait_until(lambda: "unauthorized" in edge.log.read_text(), 10, "the edge refused")
+    assert not edge.status()["connected"]
+    token_file.write_text(tokens.make_join(SECRET, "room-a", "edge-room-a", "edge", edge=True))
+    wait_until(lambda: edge.linked(1), 10, "the edge linked with the rotated token")

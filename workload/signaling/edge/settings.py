@@ -44,6 +44,12 @@ class EdgeSettings:
         help="the edge's token for the cloud (HS256, role 'edge', use 'edge', this room); "
         "absent: for a cloud in open development mode",
     )
+    edge_token_file: str | None = setting(
+        default=None,
+        help="file holding the edge token, read again at each link-up (the cloud caps a "
+        "token's lifetime at its --token-max-lifetime: rotate it here without a restart); "
+        "wins over --edge-token",
+    )
     edge_id: str = setting(
         default_factory=_edge_id,
         help="the edge's peer id upstream, named in its edge token (default: edge-<host name>)",

@@ -234,8 +234,9 @@ class Upstream:
             "peer": self.settings.edge_id,
             "role": "edge",
         }
-        if self.settings.edge_token:
-            join["token"] = self.settings.edge_token
+        token = self.edge_token()
+        if token:
+            join["token"] = token
         try:
             await ws.send_str(orjson.dumps(join).decode())
             msg = await asyncio.wait_for(ws.receive(), 10.0)
@@ -249,6 +250,18 @@ class Upstream:
         link = Link(ws, url)
         link.pod = str(reply.get("pod", ""))
         return link
+
+    def edge_token(self) -> str | None:
+        """The edge token for the next link: the file's, read now (it may have been
+        rotated), else the setting's."""
+        path = self.settings.edge_token_file
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read().strip() or None
+            except OSError as e:
+                log.warning("edge token file %s: %s", path, e)
+        return self.settings.edge_token
 
     async def _serve(self, link: Link) -> None:
         """Use ``link`` until it closes (or a migration replaces it)."""
