@@ -383,12 +383,21 @@ class Connection:
             self.closed = True
             out.append(Close(CloseCode.POLICY, "unauthorized"))
             return out
+        out += self.refused_later(now)
+        return out
+
+    def refused_later(self, now: float) -> list[Intent]:
+        """Count an error toward the abuse limit: the core's own, and one the adapter
+        answered later (``unknown-peer``, known only once the registry was asked).
+        Returns the close when it is one too many."""
+        if self.closed:
+            return []
         self._errors = [t for t in self._errors if now - t < ABUSE_WINDOW_S]
         self._errors.append(now)
         if len(self._errors) > self.limits.abuse_errors:
             self.closed = True
-            out.append(Close(CloseCode.ABUSE, "too many bad frames"))
-        return out
+            return [Close(CloseCode.ABUSE, "too many bad frames")]
+        return []
 
     def _dispatch(
         self, kind: str, frame: Frame, frame_id: str | int | None, now: float

@@ -11,6 +11,7 @@ from typing import Protocol
 from aiohttp import web
 
 from ..edge.framing import dev_down
+from ..protocol import Connection
 from .wsframes import text_frame
 
 
@@ -27,6 +28,9 @@ class Attachment:
     closing: bool = False
     # The edge (its link key) the peer connects through; "" for a direct connection.
     edge: str = ""
+    # The connection's protocol core, for errors answered after the registry was asked
+    # (they count toward its abuse limit too); None for a device behind an edge.
+    conn: Connection | None = None
 
     def emit(self, text: str) -> None:
         """Send now when nothing waits before it, else queue behind the writer task.

@@ -23,6 +23,8 @@ JOIN_DEADLINE = 4008
 # until aiohttp's close timeout (a flooder kept the pod busy for those 10 s).
 ABORTED_CLOSES = frozenset((CloseCode.POLICY, CloseCode.TOO_BIG, CloseCode.ABUSE, JOIN_DEADLINE))
 ABORT_AFTER_S = 1.0
+# Any other close: the transport is aborted if the closing handshake is not over by then.
+CLOSE_AFTER_S = 5.0
 
 
 class Delivery(PodPart):
@@ -93,7 +95,8 @@ class Delivery(PodPart):
         consumer) waits for the queued frames and does the closing handshake; a close
         that ends abuse (``ABORTED_CLOSES``) writes the close frame after what is already
         on the socket and closes the transport: nothing more is read from it, and it is
-        aborted if the close frame cannot leave within ``ABORT_AFTER_S``."""
+        aborted if the close frame cannot leave within ``ABORT_AFTER_S``. A handshake not
+        over within ``CLOSE_AFTER_S`` is aborted too."""
         if att.closing:
             return
         att.closing = True
@@ -115,8 +118,18 @@ class Delivery(PodPart):
         if att.writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(att.writer), 2.0)
-        with contextlib.suppress(Exception):
-            await att.ws.close(code=code, message=reason.encode()[:120])
+        try:
+            # Bounded: aiohttp waits for the close frame to leave, and a client that
+            # never reads (a slow consumer) would hold the socket and its buffers for
+            # ever.
+            await asyncio.wait_for(
+                att.ws.close(code=code, message=reason.encode()[:120]), CLOSE_AFTER_S
+            )
+        except TimeoutError:
+            if t is not None:
+                t.abort()
+        except Exception:
+            pass
 
     async def drop(self, s: LocalSession, code: int, reason: str) -> None:
         """Forget a session without telling the room: it lives on elsewhere."""

@@ -7,7 +7,7 @@ import logging
 import time
 from functools import partial
 
-from ..protocol import ErrorCode, Relay, RoomEvent, ack, error
+from ..protocol import Close, ErrorCode, Relay, RoomEvent, ack, error
 from ..registry import RegistryError, RelayResult
 from .attachment import Attachment
 from .delivery import Delivery
@@ -28,6 +28,8 @@ class Relays:
         self.sessions = pod.index.sessions
         self.by_peer = pod.index.by_peer
         self.deliver = delivery.deliver
+        self.close_socket = delivery.close_socket
+        self.spawn = pod.spawn
         self.send_direct = delivery.send_direct
         self.deliver_room_locally = delivery.deliver_room_locally
 
@@ -67,6 +69,12 @@ class Relays:
             self.send_direct(
                 att, error(ErrorCode.UNKNOWN_PEER, f"no peer '{r.to}' in this room", r.id)
             )
+            # Counted toward the abuse limit like any error (docs/protocol.md, 4003):
+            # each costs a registry lookup.
+            if att.conn is not None:
+                for intent in att.conn.refused_later(time.monotonic()):
+                    if isinstance(intent, Close):
+                        self.spawn(self.close_socket(att, intent.code, intent.reason))
         elif r.id is not None:
             self.send_direct(att, ack(r.id))
 

@@ -124,6 +124,7 @@ class WebSocketHandler(PodPart):
         self.sockets.add(ws)
         att = Attachment(ws, cast(asyncio.WriteTransport | None, request.transport))
         conn = Connection(self.limits, self.settings.join_policy)
+        att.conn = conn
         self.pod.connections.add(conn)
         session: LocalSession | None = None
         left = too_big = False
@@ -178,6 +179,13 @@ class WebSocketHandler(PodPart):
                     break
         finally:
             deadline.cancel()
+            # aiohttp (3.14) re-arms the heartbeat when the client's close frame arrives
+            # after its own close: the timer then holds the whole connection (~10 KB)
+            # for the heartbeat and the pong wait (30 s), memory that grew with the rate
+            # of connections (tests/attacks: join storms, +0.6 MB a run of 120).
+            cancel_heartbeat = getattr(ws, "_cancel_heartbeat", None)
+            if cancel_heartbeat is not None:
+                cancel_heartbeat()
             if too_big or ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
                 self.metrics.closes.inc(str(CloseCode.TOO_BIG))
             self.sockets.discard(ws)
