@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-fast lint bench fuzz cluster-up cluster-down deps clean images demo demo-down demo-scale-out
+.PHONY: run test test-fast lint bench soak fuzz cluster-up cluster-down deps clean images demo demo-down demo-scale-out
 
 # Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
 # root project is the development install (those three, devcluster, the tools). pip is
@@ -56,6 +56,11 @@ fuzz: $(STAMP) deps
 ## bench: benchmarks with baselines measured in the same run; see bench/RESULTS.md
 bench: $(STAMP) deps
 	$(PY) -m bench
+
+## soak: 30 minutes (SOAK_MINUTES) of cross-pod load, churn and pod replacements; RSS, fds, Redis memory slopes
+SOAK_MINUTES ?= 30
+soak: $(STAMP) deps
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak
 
 ## cluster-up / cluster-down: local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, node agent)
 ## RUNTIME=podman: the node agent runs pods' containers from the built images (docs/images.md)
