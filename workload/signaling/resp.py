@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import hiredis
@@ -76,7 +77,7 @@ class RespPipe(asyncio.Protocol):
         """The commands' replies (errors as values): for set-up and rare commands."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
-        self.send(commands, [f.set_result for f in futures])
+        self.send(commands, [partial(_settle, f) for f in futures])
         replies = await asyncio.wait_for(asyncio.gather(*futures), timeout)
         for reply in replies:
             if isinstance(reply, ConnectionError):
@@ -94,6 +95,13 @@ class RespPipe(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _settle(fut: asyncio.Future[Any], reply: Any) -> None:
+    """A reply for ``call``; none is waited for any more after its timeout (the loss of
+    the connection then still answers every other command in flight)."""
+    if not fut.done():
+        fut.set_result(reply)
 
 
 TlsVerify = Literal["full", "ca", "none"]

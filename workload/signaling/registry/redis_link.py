@@ -237,6 +237,7 @@ class RedisLink:
             )
 
     async def _connect(self) -> None:
+        pipe: RespPipe | None = None
         try:
             pipe = await self.address.connect(f"rw-scripts:{self.pod_id}")
             replies = await pipe.call(
@@ -259,6 +260,8 @@ class RedisLink:
             self._connected = True
             self._pipe = pipe
         except (OSError, TimeoutError, hiredis.ProtocolError) as e:
+            if pipe is not None and pipe is not self._pipe:
+                pipe.close()  # e.g. the scripts timed out: not left open behind us
             batch, self._pending = self._pending, []
             for entry in batch:
                 self._settle(entry, RegistryError(f"redis: {e}"))

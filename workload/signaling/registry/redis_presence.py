@@ -131,13 +131,25 @@ class RedisPresence(Presence):
             commands.append(("SET", keys.RESUME_SECRET, self._secret, "NX"))
         await self.link.commands(commands)
         live = [r for r in sessions if r.live and r.sid not in gone]
+        claimed: list[SessionRecord] = []
         for i in range(0, len(live), REFRESH_CHUNK):
             chunk = live[i : i + REFRESH_CHUNK]
-            await self.link.call(
+            got = await self.link.call(
                 SCRIPTS["refresh"],
                 [keys.session(r.room, r.peer) for r in chunk],
                 [self.live_ttl, *("" if r.busy is None else r.busy for r in chunk)],
             )
+            claimed += [chunk[int(k) - 1] for k in got]
+        if claimed:
+            log.warning(
+                "%d live sessions of this pod were turned to grace by someone who took it "
+                "for dead (its heartbeat was late); taking them back",
+                len(claimed),
+            )
+            moved += await self._restore(claimed)
+            # What was kept for them meanwhile is delivered, in order, before any inbox
+            # message that comes after this one.
+            self.inbox.dispatch({"k": "resubscribed"})
         self._registered = True
         return moved
 
