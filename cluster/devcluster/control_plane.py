@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -412,6 +413,69 @@ def down(state_dir: Path = DEFAULT_STATE, say: Callable[[str], None] = print) ->
         (state_dir / p).unlink(missing_ok=True)
     shutil.rmtree(state_dir / "etcd", ignore_errors=True)
     say(f"cluster down: stopped {len(info.procs)} processes")
+
+
+def restart(
+    state_dir: Path, name: str, kill: bool = False, say: Callable[[str], None] = print
+) -> float:
+    """Stop one of the cluster's processes and start it again as it was: the same command
+    line, environment and working directory (read from ``/proc`` before it stops), its
+    log appended to. ``kill``: SIGKILL at once instead of SIGTERM and a grace period
+    (not for the node agent: its pods would outlive it, and a new agent does not adopt
+    them). Returns the seconds from the stop until it serves again: the API's ``/readyz``
+    for ``kube-apiserver``; for ``node-agent``, its ``agent.json`` written anew (the
+    service proxy and DNS listen on new addresses) and the Node Ready."""
+    state_dir = state_dir.resolve()
+    state_file = state_dir / "state.json"
+    st = json.loads(state_file.read_text())
+    refs = [ProcRef.from_json(p) for p in st["procs"]]
+    ref = next((r for r in refs if r.name == name), None)
+    if ref is None or not ref.alive():
+        raise ClusterError(f"{name} is not running here")
+    if kill and name == "node-agent":
+        raise ClusterError("the node agent is restarted with SIGTERM: it stops its pods first")
+    proc = Path(f"/proc/{ref.pid}")
+    argv = [a.decode() for a in proc.joinpath("cmdline").read_bytes().split(b"\0") if a]
+    env = dict(
+        e.decode().split("=", 1)
+        for e in proc.joinpath("environ").read_bytes().split(b"\0")
+        if b"=" in e
+    )
+    cwd = Path(os.readlink(proc / "cwd"))
+    if name == "node-agent":
+        (state_dir / "agent.json").unlink(missing_ok=True)
+    t0 = time.monotonic()
+    if kill:
+        ref.signal(signal.SIGKILL)
+    ref.stop(grace=40 if name == "node-agent" else 15)
+    _, new = spawn(name, argv, state_dir / "logs" / f"{name}.log", env=env, cwd=cwd)
+    st["procs"] = [(new if r.name == name else r).to_json() for r in refs]
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st, indent=1))
+    tmp.replace(state_file)
+    admin = Kube.from_kubeconfig(state_dir / "kubeconfig")
+    log = state_dir / "logs" / f"{name}.log"
+
+    def serving() -> bool:
+        if not new.alive():
+            raise ClusterError(f"{name} exited; last lines of {log}:\n{_tail(log)}")
+        try:
+            if name == "kube-apiserver":
+                status, body = admin.request_raw("GET", "/readyz")
+                return status == 200 and body.strip() == b"ok"
+            if name == "node-agent":
+                node = admin.get_or_none(f"/api/v1/nodes/{st['node']}")
+                conds = (node or {}).get("status", {}).get("conditions") or []
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+                return ready and (state_dir / "agent.json").exists()
+        except (ApiError, OSError):
+            return False
+        return True
+
+    wait_for(serving, 120, f"{name} to serve again", every=0.1)
+    took = time.monotonic() - t0
+    say(f"{name} restarted (pid {new.pid}), serving {took:.1f} s after the stop")
+    return took
 
 
 def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:

@@ -189,11 +189,35 @@ class KubeCluster:
         result: dict[str, Any] = self._proxy("/connections")
         return result
 
+    # -- restarting the local cluster's own processes (chaos tests)
+    def restart_apiserver(self, kill: bool = False) -> float:
+        """Stop kube-apiserver (SIGTERM, or SIGKILL with ``kill``) and start it again on
+        the same port; return the seconds until its ``/readyz`` answers ok."""
+        self.require_local()
+        assert self.state_dir is not None
+        return control_plane.restart(self.state_dir, "kube-apiserver", kill, say=_say)
+
+    def restart_node_agent(self) -> float:
+        """Stop the node agent (SIGTERM: it stops every pod first, grace capped) and start
+        it again; it starts the pods bound to the node anew. The service proxy and the
+        cluster DNS listen on new addresses afterwards (``service_address`` finds them).
+        Returns the seconds until the new agent serves."""
+        self.require_local()
+        assert self.state_dir is not None
+        took = control_plane.restart(self.state_dir, "node-agent", say=_say)
+        fresh = _local(self.state_dir)
+        self.proxy_admin, self.dns = fresh.proxy_admin, fresh.dns
+        return took
+
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         self.require_local()
         assert self.state_dir is not None
         path = self.state_dir / "logs" / "pods" / f"{namespace}_{pod}_{container}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _say(message: str) -> None:
+    print(f"[devcluster] {message}", flush=True)
 
 
 def _external() -> KubeCluster:
