@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-fast lint bench soak fuzz cluster-up cluster-down deps clean images demo demo-down demo-scale-out
+.PHONY: run test test-fast lint bench soak chaos fuzz cluster-up cluster-down deps clean images demo demo-down demo-scale-out
 
 # Three distributions ship (contract/, workload/, operator/: one pyproject.toml each); the
 # root project is the development install (those three, devcluster, the tools). pip is
@@ -61,6 +61,13 @@ bench: $(STAMP) deps
 SOAK_MINUTES ?= 30
 soak: $(STAMP) deps
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak
+
+## chaos: the chaos table's long mode on the local cluster (make test runs the short one); docs/reliability.md
+CHAOS_CLIENTS ?= 60
+CHAOS_STEADY_S ?= 30
+chaos: $(STAMP) deps
+	ROOMWIRE_CHAOS_CLIENTS=$(CHAOS_CLIENTS) ROOMWIRE_CHAOS_STEADY_S=$(CHAOS_STEADY_S) \
+		$(PY) -m pytest -m cluster -s -p no:cacheprovider --timeout=900 tests/chaos $(PYTEST_ARGS)
 
 ## cluster-up / cluster-down: local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, node agent)
 ## RUNTIME=podman: the node agent runs pods' containers from the built images (docs/images.md)
