@@ -137,9 +137,14 @@ class Bystanders:
             cwd=ROOT,
         )
         b = cls(proc)
-        await asyncio.wait_for(b.ready.wait(), 20)
-        # A few round trips before anything is measured.
-        await asyncio.wait_for(b.until(10), 10)
+        try:
+            await asyncio.wait_for(b.ready.wait(), 20)
+            # A few round trips before anything is measured.
+            await asyncio.wait_for(b.until(10), 10)
+        except BaseException:
+            await b.stop()
+            raise
+        assert not b.errors, b.errors
         return b
 
     async def until(self, n: int) -> None:
