@@ -680,6 +680,55 @@ async def broadcast_storm(arena: Arena) -> str:
     return f"{sent} broadcasts of 16 KiB acked and delivered; history {stored} bytes"
 
 
+async def grace_flood(arena: Arena) -> str:
+    """40 peers join a room and vanish (connections aborted: each session waits out its
+    grace period, 2 s here) while a member broadcasts 200 x 8 KiB into the room. Every
+    broadcast is acked; each vanished session keeps its own copies, up to --grace-keep
+    (64 here), freed when its grace period ends; every vanished peer is seen leaving."""
+    http = arena.http()
+    speaker = await joined(http, arena.b, "ghosttown", "speaker")
+    ghosts = [await joined(http, arena.a, "ghosttown", f"gh{i}") for i in range(40)]
+    before = await redis_mb(arena.redis)
+    for g in ghosts:
+        await g.abort()
+    blob = "x" * 8 * 1024
+    for n in range(200):
+        await speaker.broadcast("t", {"n": n, "blob": blob}, frame_id=n)
+    acked_last, left, peak = False, set[str](), 0.0
+    deadline = time.monotonic() + 20
+    while not (acked_last and len(left) == 40):
+        try:
+            f = await speaker.recv(timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"acked: {acked_last}, peer-left: {len(left)}") from None
+        if f.get("type") == "ack" and f.get("id") == 199:
+            acked_last = True
+            peak = await redis_mb(arena.redis) - before
+        elif f.get("type") == "peer-left":
+            left.add(f["peer"])
+        elif f.get("type") == "error":
+            raise AssertionError(f"broadcast refused: {f}")
+    await speaker.send({"type": "leave"})
+    await closed_code(speaker)
+    await speaker.close()
+    for g in ghosts:
+        await g.close()
+    # 1.6 MB of broadcasts, copied into each session's box up to --grace-keep: at most
+    # 40 x 64 x 8 KiB (20 MiB) and Redis's overhead.
+    assert peak < 40 * 64 * 8 / 1024 * 1.5, peak
+    # The boxes of ended sessions expire with the heartbeat TTL (10 s), not at once.
+    ended = time.monotonic()
+    while await redis_mb(arena.redis) - before > 4 and time.monotonic() - ended < 20:
+        await asyncio.sleep(0.2)
+    freed = time.monotonic() - ended
+    assert await redis_mb(arena.redis) - before < 4
+    return (
+        f"200 broadcasts of 8 KiB acked with 40 sessions in grace; Redis +{peak:.1f} MB "
+        f"while they waited (kept per session), freed {freed:.1f} s after all 40 were "
+        "seen leaving"
+    )
+
+
 def forged_tokens(real: str, own: str) -> list[tuple[str, str]]:
     """Resume tokens an attacker might try for the victim's session."""
     head, payload, sig = real.split(".")
@@ -911,6 +960,15 @@ TABLE = [
         broadcast_storm,
         ("--room-history-bytes", "262144", "--rate", "1000", "--rate-burst", "1000"),
         redis_total_mb=16.0,
+    ),
+    Attack(
+        "grace-flood",
+        "40 peers join one room and vanish (connections aborted) while a member "
+        "broadcasts 200 x 8 KiB",
+        "`ack` for each; copies kept per session in grace up to `--grace-keep` (64 here); "
+        "`peer-left` for every one of them after `--grace` (2 s here); the copies freed",
+        grace_flood,
+        ("--grace", "2", "--grace-keep", "64", "--rate", "1000", "--rate-burst", "1000"),
     ),
     Attack(
         "resume-forgery",

@@ -10,6 +10,8 @@ list to try again with.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 import time
 from functools import partial
@@ -23,7 +25,11 @@ from .redis_link import LuaScript, RedisLink, s
 from .redis_sessions import ROOM_TTL_S
 from .roles import Routing
 
-FAN_OUT_TRIES = 3  # members that keep changing under a room frame: give up after this
+# Members that keep changing under a room frame: tried again at once, then after a short
+# random pause growing each time (a room whose members all leave at once, their grace
+# periods ending together, settles within a few of them), then given up (about 1.3 s).
+FAN_OUT_TRIES = 8
+FAN_OUT_PAUSE_S = 0.005
 MEMBER_CACHE_MAX = 10_000  # rooms whose member lists this pod remembers
 
 RELAY = LuaScript("relay", script("relay"))
@@ -85,7 +91,9 @@ class RedisRouting(Routing):
         if members is None:
             [raw] = await self.link.commands([("HKEYS", keys.room_members(room))])
             members = [s(p) for p in raw]
-        for _ in range(FAN_OUT_TRIES):
+        for attempt in range(FAN_OUT_TRIES):
+            if attempt > 1:
+                await asyncio.sleep(random.uniform(0, FAN_OUT_PAUSE_S * 2**attempt))
             keys_ = [keys.room_members(room), keys.room_meta(room), keys.room_events(room)]
             for peer in members:
                 k = keys.session_keys(room, peer)
