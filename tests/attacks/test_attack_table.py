@@ -870,6 +870,27 @@ async def header_flood(arena: Arena) -> str:
     return f"20 oversized requests: {tally(list(statuses))}"
 
 
+async def http_flood(arena: Arena) -> str:
+    """50 keep-alive connections fetch /metrics, /healthz, /readyz and the demo page as
+    fast as they can for a second: plain HTTP beside the WebSockets on the same port."""
+    http = arena.http()
+    paths = ["/metrics", "/healthz", "/readyz", "/"]
+    statuses: list[int] = []
+
+    async def fetch(i: int) -> None:
+        end = time.monotonic() + 1.0
+        n = i
+        while time.monotonic() < end:
+            async with http.get(arena.a.http_url + paths[n % len(paths)]) as r:
+                await r.read()
+                statuses.append(r.status)
+            n += 1
+
+    await asyncio.gather(*(fetch(i) for i in range(50)))
+    assert set(statuses) == {200}, tally(statuses)
+    return f"{len(statuses)} requests in 1 s from 50 connections: {tally(statuses)}"
+
+
 # ---- the table ------------------------------------------------------------------------
 
 
@@ -982,6 +1003,12 @@ TABLE = [
         "4 joined clients relay to peers that do not exist, 80 each",
         "`unknown-peer` (the `id` echoed), then 4003 at the 51st",
         unknown_peer_spam,
+    ),
+    Attack(
+        "http-flood",
+        "50 keep-alive connections fetch /metrics, /healthz, /readyz and / as fast as they can",
+        "200 each (served on the same port as the WebSockets); nobody else starved",
+        http_flood,
     ),
     Attack(
         "header-flood",
