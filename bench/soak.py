@@ -33,8 +33,10 @@ a peer saw a ``seq`` gap or repeat, or a resume found its session gone, or a pod
 
 Two settings differ from the defaults, both to make a bounded thing fill during the
 warm-up rather than look like growth: ``--room-history 100`` (the default 1,000 events
-would take ~16 minutes to fill at this broadcast rate; the bound itself is checked in
-``tests/workload/test_budgets.py``) and ``--room-idle-ttl 60``. Results go to
+would take ~16 minutes to fill at this broadcast rate; fewer in a run so short that its
+warm-up is under 200 s; the bound itself is checked in ``tests/workload/test_budgets.py``)
+and ``--room-idle-ttl 60``. A short run (``SOAK_MINUTES=2``) checks that everything
+works; its slopes, fitted over a minute and a half, are noisy. Results go to
 ``bench/RESULTS.md`` under "## Soak" for runs of 30 minutes or more (``--write`` for any).
 """
 
@@ -74,16 +76,13 @@ POD_WARMUP_S = 60.0
 BOUND_RSS_MB_H = 10.0
 BOUND_FDS_H = 10.0  # descriptors beyond the pod's WebSocket connections
 BOUND_REDIS_MB_H = 10.0
-POD_FLAGS = [
-    "--drain",
-    str(DRAIN_S),
-    "--room-history",
-    "100",
-    "--room-idle-ttl",
-    "60",
-    "--log-level",
-    "WARNING",
-]
+POD_FLAGS = ["--drain", str(DRAIN_S), "--room-idle-ttl", "60", "--log-level", "WARNING"]
+
+
+def room_history(warmup_s: float) -> int:
+    """Events a room keeps: 100, fewer in a short run, so that the history (about one
+    broadcast a second a room) fills within half the warm-up."""
+    return int(min(100, max(10, warmup_s / 2)))
 
 
 def say(msg: str) -> None:
@@ -219,6 +218,7 @@ class Soak:
         port = free_port()
         argv = [sys.executable, "-m", "signaling", "serve", "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--pod-id", name, "--redis-url", self.redis_url]
+        argv += ["--room-history", str(room_history(self.warmup))]
         proc = Proc(f"soak-{name}", [*argv, *POD_FLAGS]).start()
         wait_http(f"http://127.0.0.1:{port}/readyz", proc)
         pod = Pod(name, port, proc, time.monotonic())
@@ -633,7 +633,9 @@ def report(soak: Soak, f: dict[str, Any], failures: list[str], load: str) -> str
         "",
         f"`{cmd}` (`SOAK_MINUTES={f['minutes']:g}`), {when} UTC, {os.cpu_count()} CPUs, "
         f"load average at the end {load}; the pods ran {workload_version()}. "
-        f"{len(soak.serving)} pods on one Redis, {ROOMS} rooms x {PEERS} peers relaying "
+        f"{len(soak.serving)} pods (`--room-history {room_history(soak.warmup)} "
+        f"--room-idle-ttl 60 --drain {DRAIN_S:g}`) on one Redis, {ROOMS} rooms x {PEERS} "
+        "peers relaying "
         f"~1 frame/s each plus ~1 broadcast/s per room, peers leaving and joining, "
         f"connections lost and resumed at another pod, a room ended every "
         f"{ROOM_END_EVERY_S:.0f} s, a pod replaced (SIGTERM, drain) every "
