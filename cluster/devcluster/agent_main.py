@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from .addresses import LOCAL_IP_ANNOTATION
 from .dns import ClusterDns, parse_upstreams
 from .images import ImageMap
-from .kube import Kube
+from .kube import ApiError, Kube
 from .node_agent.agent import NodeAgent
 from .node_agent.clock import now_iso
 from .node_agent.ippool import IpPool
@@ -45,6 +46,8 @@ def run(state_dir: Path, workdir: Path) -> int:
         log(f"{now_iso()} {e}")
         return 1
     ips = IpPool()  # pods and Services share this node agent's block of loopback IPs
+    for ip in _pods_ips(kube, str(state["node"])):  # pods of an earlier agent keep theirs
+        ips.reserve(ip)
     proxy = ServiceProxy(kube, state_dir, lambda m: log(f"{now_iso()} {m}"), ips)
     proxy.start()
     # the cluster DNS server: port 53 (resolv.conf names no port) of an address of our block
@@ -94,3 +97,17 @@ def run(state_dir: Path, workdir: Path) -> int:
     cluster_dns.stop()
     log(f"{now_iso()} stopped")
     return 0
+
+
+def _pods_ips(kube: Kube, node: str) -> list[str]:
+    """The local addresses of the pods bound to this node that an earlier node agent ran
+    (after a restart of the agent; none on a fresh cluster)."""
+    try:
+        pods = kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={node}")["items"]
+    except (ApiError, OSError):
+        return []
+    return [
+        str(ip)
+        for p in pods
+        if (ip := (p["metadata"].get("annotations") or {}).get(LOCAL_IP_ANNOTATION))
+    ]

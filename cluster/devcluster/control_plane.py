@@ -12,11 +12,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -448,34 +450,63 @@ def restart(
     if kill:
         ref.signal(signal.SIGKILL)
     ref.stop(grace=40 if name == "node-agent" else 15)
-    _, new = spawn(name, argv, state_dir / "logs" / f"{name}.log", env=env, cwd=cwd)
-    st["procs"] = [(new if r.name == name else r).to_json() for r in refs]
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(st, indent=1))
-    tmp.replace(state_file)
     admin = Kube.from_kubeconfig(state_dir / "kubeconfig")
     log = state_dir / "logs" / f"{name}.log"
-
-    def serving() -> bool:
-        if not new.alive():
-            raise ClusterError(f"{name} exited; last lines of {log}:\n{_tail(log)}")
+    # While it is down, its port may be taken a moment by a client's own connection (an
+    # ephemeral port, or a client of it connecting to itself): then it exits at once,
+    # and is started again once the port is free (a few tries).
+    port = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--secure-port=")), 0)
+    for attempt in range(1, 6):
+        logged = log.stat().st_size if log.exists() else 0
+        _, new = spawn(name, argv, log, env=env, cwd=cwd)
+        st["procs"] = [(new if r.name == name else r).to_json() for r in refs]
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(st, indent=1))
+        tmp.replace(state_file)
         try:
-            if name == "kube-apiserver":
-                status, body = admin.request_raw("GET", "/readyz")
-                return status == 200 and body.strip() == b"ok"
-            if name == "node-agent":
-                node = admin.get_or_none(f"/api/v1/nodes/{st['node']}")
-                conds = (node or {}).get("status", {}).get("conditions") or []
-                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-                return ready and (state_dir / "agent.json").exists()
-        except (ApiError, OSError):
-            return False
-        return True
-
-    wait_for(serving, 120, f"{name} to serve again", every=0.1)
+            wait_for(partial(_serving, name, new, admin, state_dir, st["node"]), 120,
+                     f"{name} to serve again", every=0.1)  # fmt: skip
+            break
+        except ClusterError:
+            with open(log, "rb") as f:
+                f.seek(logged)
+                taken = b"address already in use" in f.read()
+            if not (taken and port and attempt < 5):
+                raise
+            say(f"{name}: port {port} taken for now; starting it again")
+            wait_for(partial(_bindable, port), 30, f"port {port} free", every=0.2)
     took = time.monotonic() - t0
     say(f"{name} restarted (pid {new.pid}), serving {took:.1f} s after the stop")
     return took
+
+
+def _serving(name: str, proc: ProcRef, admin: Kube, state_dir: Path, node: str) -> bool:
+    """Whether a restarted process serves again (see ``restart``)."""
+    if not proc.alive():
+        log = state_dir / "logs" / f"{name}.log"
+        raise ClusterError(f"{name} exited; last lines of {log}:\n{_tail(log)}")
+    try:
+        if name == "kube-apiserver":
+            status, body = admin.request_raw("GET", "/readyz")
+            return status == 200 and body.strip() == b"ok"
+        if name == "node-agent":
+            got = admin.get_or_none(f"/api/v1/nodes/{node}")
+            conds = (got or {}).get("status", {}).get("conditions") or []
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+            return ready and (state_dir / "agent.json").exists()
+    except (ApiError, OSError):
+        return False
+    return True
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import re
 import secrets
 import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,10 +110,26 @@ class Stack:
             for cs in (p.get("status") or {}).get("containerStatuses") or []
         )
 
+    def serving(self) -> bool:
+        """Every signaling pod Ready and answering ``/readyz`` at its address as the
+        API shows it (a status can be stale a moment: a new node agent's pods)."""
+        pods = self.ready()
+        return len(pods) == self.pods and all(
+            _answers(f"http://{self.cluster.local_ip(p)}:8080/readyz") for p in pods
+        )
+
     def whole(self, timeout: float = 90) -> None:
         """Every signaling pod and the operator Ready again."""
-        self.cluster.wait_ready_pods(self.ns, SIGNALING, self.pods, timeout)
+        self.cluster.wait_for(self.serving, timeout, "every signaling pod serving")
         self.cluster.wait_ready_pods(self.ns, OPERATOR, 1, timeout)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +198,10 @@ async def run_scenario(
         row = {"fault": name, **out.table_row(), **info}
         TABLE.append(row)
         print(f"chaos {name}: {json.dumps(row)}")
+        for c in clients:
+            print(f"  {c.peer} on {c.client.joined.get('pod')}: moves {c.moves}, "
+                  f"resumes {[round(t, 2) for _, t in c.outages]}, "
+                  f"lost connections {len(c.drops)}, errors {c.errors[-2:]}")  # fmt: skip
         if not out.promises_kept():
             await asyncio.to_thread(print_logs, stack, load)
     finally:

@@ -43,6 +43,7 @@ class IpPool:
     def __init__(self) -> None:
         self._next = 0
         self._used: set[int] = set()
+        self._reserved: set[int] = set()  # held for pods coming back (see reserve)
         self._lock = threading.Lock()
         self._claim: int | None = None
         self.first = 1
@@ -87,4 +88,38 @@ class IpPool:
     def release(self, ip: str) -> None:
         parts = ip.split(".")
         with self._lock:
-            self._used.discard((int(parts[2]) - self.first) * 254 + int(parts[3]) - 1)
+            i = (int(parts[2]) - self.first) * 254 + int(parts[3]) - 1
+            self._used.discard(i)
+            self._reserved.discard(i)
+
+    def _index(self, ip: str) -> int | None:
+        parts = ip.split(".")
+        if len(parts) != 4 or parts[:2] != ["127", "0"] or not all(p.isdigit() for p in parts):
+            return None
+        i = (int(parts[2]) - self.first) * 254 + int(parts[3]) - 1
+        return i if 0 <= i < self.size and 1 <= int(parts[3]) <= 254 else None
+
+    def reserve(self, ip: str) -> None:
+        """Hold ``ip`` for the pod that had it under an earlier node agent of this node
+        (the API keeps a pod's IP for the pod's life): addresses handed out meanwhile,
+        the Services' first, skip it, and ``claim`` gives it back to that pod."""
+        i = self._index(ip)
+        if i is not None:
+            with self._lock:
+                self._used.add(i)
+                self._reserved.add(i)
+
+    def claim(self, ip: str) -> bool:
+        """Take ``ip`` if it is held for a pod coming back, or free."""
+        i = self._index(ip)
+        if i is None:
+            return False
+        busy = listening_ips()
+        with self._lock:
+            if i in self._reserved:
+                self._reserved.discard(i)
+                return True
+            if i not in self._used and ip not in busy:
+                self._used.add(i)
+                return True
+        return False

@@ -198,7 +198,11 @@ class PodWorker:
             self.pending_reason = ("ErrImageNeverPull", "image not in images.yaml")
             return False
         if self.ip is None:
-            self.ip = self.agent.ips.allocate()
+            # A pod that ran under an earlier node agent keeps its address: the API does
+            # not let its podIP change.
+            before = str((pod["metadata"].get("annotations") or {}).get(LOCAL_IP_ANNOTATION, ""))
+            self.ip = before if before and self.agent.ips.claim(before) else None
+            self.ip = self.ip or self.agent.ips.allocate()
             try:  # where the pod really listens, for readers of the API
                 self.kube.patch(
                     self.path, {"metadata": {"annotations": {LOCAL_IP_ANNOTATION: self.ip}}}
