@@ -241,7 +241,8 @@ class Load:
         seq_faults = sum(
             1 for c in self.clients for x, y in zip(c.seqs, c.seqs[1:], strict=False) if y != x + 1
         )
-        outages = [took for c in self.clients for at, took in c.outages if at >= since]
+        # resumes that ended after ``since`` (one may have begun just before it)
+        outages = [took for c in self.clients for at, took in c.outages if at + took >= since]
         stalls = [
             y - x
             for times in self.ack_times.values()
@@ -258,7 +259,9 @@ class Load:
             seq_faults=seq_faults,
             not_resumed=sum(len(c.fresh_sessions) for c in self.clients),
             failed_clients=sum(1 for c in self.clients if c.task is not None and c.task.done()),
-            resumed_clients=sum(1 for c in self.clients if any(at >= since for at, _ in c.outages)),
+            resumed_clients=sum(
+                1 for c in self.clients if any(at + took >= since for at, took in c.outages)
+            ),
             resumes=len(outages),
             dropped=sum(1 for c in self.clients for at in c.drops if at >= since),
             resume_max_s=round(max(outages, default=0.0), 2),

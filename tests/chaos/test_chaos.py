@@ -176,7 +176,7 @@ def print_table() -> None:
 
 
 async def run_scenario(
-    stack: Stack, name: str, fault: Callable[[], Awaitable[dict[str, Any]]]
+    stack: Stack, name: str, fault: Callable[[list[Signaler]], Awaitable[dict[str, Any]]]
 ) -> tuple[Outcome, dict[str, Any], Load]:
     """Clients signaling, the fault, until every sender is acked again, then the count."""
     urls = await asyncio.to_thread(stack.direct_urls)
@@ -188,7 +188,7 @@ async def run_scenario(
     try:
         await steady(load, STEADY_S)
         t_fault = time.monotonic()
-        info = await fault()
+        info = await fault(clients)
         info["fault_s"] = round(time.monotonic() - t_fault, 2)
         await flowing(load, since=time.monotonic(), timeout=120)
         info["flowing_again_s"] = round(time.monotonic() - t_fault, 2)
@@ -270,7 +270,7 @@ async def test_kill_9_of_a_signaling_pod_under_load(stack: Stack) -> None:
     pid = await asyncio.to_thread(stack.pid, victim, "signaling")
     before = await asyncio.to_thread(stack.restarts, SIGNALING)
 
-    async def kill() -> dict[str, Any]:
+    async def kill(clients: list[Signaler]) -> dict[str, Any]:
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
 
@@ -290,7 +290,7 @@ async def test_redis_paused(stack: Stack) -> None:
     """Bound: frames answered ``unavailable`` and resent with their id arrive once;
     signaling stalls no longer than the pause plus 5 s; no client needs to resume."""
 
-    async def pause() -> dict[str, Any]:
+    async def pause(clients: list[Signaler]) -> dict[str, Any]:
         pid = stack.redis.proc.pid
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -311,7 +311,7 @@ async def test_redis_restarted(stack: Stack) -> None:
     pods restore their sessions; signaling stalls at most 10 s after Redis answers; no
     connection lost; nothing acked lost."""
 
-    async def restart() -> dict[str, Any]:
+    async def restart(clients: list[Signaler]) -> dict[str, Any]:
         t0 = time.monotonic()
         await asyncio.to_thread(stack.redis.stop)
         await asyncio.to_thread(stack.redis.start)
@@ -328,7 +328,7 @@ async def test_operator_killed_mid_rebalance(stack: Stack) -> None:
     every moved client resumes (within 10 s of its order), nothing acked lost."""
     r = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
 
-    async def kill() -> dict[str, Any]:
+    async def kill(clients: list[Signaler]) -> dict[str, Any]:
         await asyncio.to_thread(
             stack.cluster.kubectl,
             "scale", "-n", stack.ns, "deployment/signaling", f"--replicas={stack.pods + 1}",
@@ -336,7 +336,12 @@ async def test_operator_killed_mid_rebalance(stack: Stack) -> None:
         stack.pods += 1
         await asyncio.to_thread(stack.cluster.wait_ready_pods, stack.ns, SIGNALING, stack.pods)
         t0 = time.monotonic()
-        await eventually(lambda: r.hlen(keys.OPERATOR_MOVES), 60, "a rebalance wave in flight")
+        ours = {c.client.session_id for c in clients}
+
+        async def moving_ours() -> bool:
+            return bool(ours.intersection(await r.hkeys(keys.OPERATOR_MOVES)))
+
+        await eventually(moving_ours, 60, "a wave in flight moving these clients", every=0.1)
         wave_s = time.monotonic() - t0
         op = (await asyncio.to_thread(stack.ready, OPERATOR))[0]
         before = await asyncio.to_thread(stack.restarts, OPERATOR)
@@ -377,7 +382,7 @@ async def test_api_server_restarted(stack: Stack) -> None:
     the operator and every pod still Ready afterwards, none restarted."""
     before = await asyncio.to_thread(stack.restarts, "")
 
-    async def restart() -> dict[str, Any]:
+    async def restart(clients: list[Signaler]) -> dict[str, Any]:
         took = await asyncio.to_thread(stack.cluster.restart_apiserver, True)
         return {"api_back_s": round(took, 2)}
 
@@ -397,7 +402,7 @@ async def test_node_agent_restarted(stack: Stack) -> None:
     resumes within the 30 s grace period that keeps its session (from the order to
     reconnect, or the lost connection, to ``joined``); nothing acked lost."""
 
-    async def restart() -> dict[str, Any]:
+    async def restart(clients: list[Signaler]) -> dict[str, Any]:
         took = await asyncio.to_thread(stack.cluster.restart_node_agent)
         t0 = time.monotonic()
         await asyncio.to_thread(stack.whole, 90)
