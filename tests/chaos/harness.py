@@ -106,8 +106,11 @@ class Signaler(Follower):
             await asyncio.wait_for(self.ready.wait(), max(deadline - time.monotonic(), 0.01))
             epoch = self.epoch
             self.answered.pop(fid, None)
+            frame: dict[str, Any] = {"type": "candidate", "to": to, "data": {"n": n}, "id": fid}
+            if sends:  # a resend, marked: the receiver gets it once (docs/protocol.md)
+                frame["resend"] = True
             try:
-                await self.client.relay("candidate", to, {"n": n}, frame_id=fid)
+                await self.client.send(frame)
             except (ClientError, ConnectionError, RuntimeError):
                 await asyncio.sleep(0.05)
                 continue

@@ -122,7 +122,7 @@ async def test_a_resend_after_unavailable_is_delivered_once(
         async def resent() -> bool:
             await send(1, 2, mark=MARK.decode())
             answer = await alice.recv_until(lambda f: f["type"] in ("ack", "error"), timeout=10)
-            return answer["type"] == "ack"
+            return bool(answer["type"] == "ack")
 
         await eventually(resent, 20, "the resend acked", every=0.5)
         await send(2, 3)
@@ -134,3 +134,50 @@ async def test_a_resend_after_unavailable_is_delivered_once(
         await alice.close()
         await bob.close()
         await proxy.stop()
+
+
+@pytest.mark.parametrize("where", ["same pod", "other pod"])
+@pytest.mark.parametrize("kind", ["offer", "broadcast"])
+async def test_a_resend_marked_after_a_lost_connection_is_delivered_once(
+    redis_url: str, start_pod: PodFactory, kind: str, where: str
+) -> None:
+    """A frame whose ack never came because the connection dropped: after resuming, the
+    client sends it again with the same id and ``"resend": true``; whether the first try
+    got through (here it did) or not, the receiver gets it once. Without the mark the
+    same id is a new frame (ids are the client's, not a dedupe key by themselves)."""
+    a = start_pod(redis_url, "pod-a", wait_ready=False)
+    b = start_pod(redis_url, "pod-b", wait_ready=False)
+    await asyncio.to_thread(wait_ready, a, b)
+    alice = Client(a.ws_url)
+    bob = Client(a.ws_url if where == "same pod" else b.ws_url)
+    try:
+        await alice.connect()
+        await bob.connect()
+        await alice.join("r2", "alice")
+        await bob.join("r2", "bob")
+
+        def frame(n: int, frame_id: int, resend: bool) -> dict[str, Any]:
+            f: dict[str, Any] = {"type": kind, "data": {"n": n}, "id": frame_id}
+            f.update({"to": "bob"} if kind == "offer" else {"topic": "chat"})
+            return {**f, "resend": True} if resend else f
+
+        async def answer(frame_id: int) -> str:
+            f = await alice.recv_until(lambda f: f.get("id") == frame_id, timeout=10)
+            return str(f["type"])
+
+        await alice.send(frame(1, 11, False))
+        assert await answer(11) == "ack"
+        await alice.resume()  # the connection dropped before the client saw the ack
+        await alice.send(frame(1, 11, True))
+        assert await answer(11) == "ack"
+        await alice.send(frame(2, 12, True))  # a marked resend never sent before: new
+        assert await answer(12) == "ack"
+        await alice.send(frame(1, 11, False))  # the same id unmarked: a new frame
+        assert await answer(11) == "ack"
+        got = await bob.recv_within(1.5, lambda f: f["type"] == kind)
+        ns = [f["data"]["n"] for f in got]
+        print(f"{kind}, {where}: the receiver got {ns}")
+        assert ns == [1, 2, 1], ns
+    finally:
+        await alice.close()
+        await bob.close()

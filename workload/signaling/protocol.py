@@ -124,6 +124,7 @@ class Relay:
     frame: Frame
     id: str | int | None
     text: str
+    resend: bool = False  # the client says it may have sent this frame before
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class RoomEvent:
     screens_only: bool
     id: str | int | None
     text: str
+    resend: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,6 +417,8 @@ class Connection:
         if "data" not in frame:
             raise _Bad(ErrorCode.BAD_FRAME, "field 'data' is missing")
         data = frame["data"]
+        # A resend (docs/protocol.md, "What `unavailable` means"): matched by its id.
+        resend = frame_id is not None and frame.get("resend") is True
         if kind in RELAY_TYPES:
             to = _req_str(frame, "to", _NAME)
             if not isinstance(data, dict):
@@ -424,13 +428,13 @@ class Connection:
             out: Frame = {"type": kind, "from": me.peer, "data": data}
             if frame_id is not None:
                 out["id"] = frame_id
-            return [Relay(to, out, frame_id, _encoded(out))]
+            return [Relay(to, out, frame_id, _encoded(out), resend)]
         if kind == "broadcast":
             topic = _req_str(frame, "topic", _TOPIC)
             out = {"type": "broadcast", "from": me.peer, "topic": topic, "data": data}
             if frame_id is not None:
                 out["id"] = frame_id
-            return [RoomEvent(out, False, frame_id, _encoded(out))]
+            return [RoomEvent(out, False, frame_id, _encoded(out), resend)]
         # control
         target = _opt_str(frame, "to", _NAME)
         if me.role != Role.CONTROLLER:
@@ -439,8 +443,8 @@ class Connection:
         if frame_id is not None:
             out["id"] = frame_id
         if target is not None:
-            return [Relay(target, out, frame_id, _encoded(out))]
-        return [RoomEvent(out, True, frame_id, _encoded(out))]
+            return [Relay(target, out, frame_id, _encoded(out), resend)]
+        return [RoomEvent(out, True, frame_id, _encoded(out), resend)]
 
     def _join(self, frame: Frame, frame_id: str | int | None, now: float) -> list[Intent]:
         if self.joined is not None or self.joining:

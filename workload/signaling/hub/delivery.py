@@ -139,15 +139,23 @@ class Delivery(PodPart):
             await self.close_socket(att, code, reason)
 
     def deliver_room_locally(
-        self, room: str, text: str, exclude_sid: str, screens_only: bool, exclude_edge: str = ""
+        self,
+        room: str,
+        text: str,
+        exclude_sid: str,
+        screens_only: bool,
+        exclude_edge: str = "",
+        once: bool = False,
     ) -> None:
         """To the room's sessions here but the sender; with ``exclude_edge`` not to the
-        devices behind the sender's edge either: that edge delivered it to them itself."""
+        devices behind the sender's edge either: that edge delivered it to them itself.
+        With ``once`` (a resend) not to a session that got it already."""
         for s in self.index.room_members(room):
             if (
                 s.sid != exclude_sid
                 and (not screens_only or s.role == Role.SCREEN)
                 and (not exclude_edge or s.edge != exclude_edge)
+                and not (once and s.got(text))
             ):
                 self.deliver(s, text)
 

@@ -37,8 +37,13 @@ class Relays:
         target = self.by_peer.get((s.room, r.to))
         text = r.text
         s.note_signal(text)
+        resend = _resend(s, r.id) or r.resend
         if target is not None and target.sid in self.sessions:
             # Same pod: straight to the socket, no registry.
+            if resend and target.got(text):
+                if r.id is not None:
+                    self.send_direct(att, ack(r.id))
+                return
             self.deliver(target, text)
             self.metrics.relay_latency.observe(time.time() - received)
             self.metrics.delivered.inc("local")
@@ -47,7 +52,7 @@ class Relays:
             return
         # Another pod: the registry routes it in call order; this connection reads its
         # next frame meanwhile, and the answer (ack or error) follows when it is known.
-        self.routing.relay(s.room, r.to, text, partial(self.relayed, s, att, r), _resend(s, r.id))
+        self.routing.relay(s.room, r.to, text, partial(self.relayed, s, att, r), resend)
         self.metrics.delivered.inc("remote")
         if self.routing.backlog() > MAX_BACKLOG:
             await self.routing.caught_up()  # back-pressure: stop reading this socket a while
@@ -79,6 +84,7 @@ class Relays:
             self.send_direct(att, ack(r.id))
 
     async def room_event(self, s: LocalSession, att: Attachment, e: RoomEvent) -> None:
+        resend = _resend(s, e.id) or e.resend
         try:
             text = await self.routing.fan_out(
                 s.room,
@@ -86,7 +92,7 @@ class Relays:
                 screens_only=e.screens_only,
                 exclude_sid=s.sid,
                 replay=True,
-                resend=_resend(s, e.id),
+                resend=resend,
             )
         except RegistryError as err:
             log.warning("room event failed: %s", err)
@@ -94,7 +100,7 @@ class Relays:
                 s.unavailable_ids.append(e.id)
             self.send_direct(att, error(ErrorCode.UNAVAILABLE, "room unavailable, retry", e.id))
             return
-        self.deliver_room_locally(s.room, text, s.sid, e.screens_only, s.edge)
+        self.deliver_room_locally(s.room, text, s.sid, e.screens_only, s.edge, once=resend)
         if e.id is not None:
             self.send_direct(att, ack(e.id))
 

@@ -43,6 +43,12 @@ class LocalSession:
     edge: str = ""
     edge_u: int = 0
 
+    def got(self, text: str) -> bool:
+        """Whether ``text`` is among the last frames stamped for this session (a resend
+        whose first try reached it: docs/protocol.md, "What `unavailable` means")."""
+        head = text[:-1] + ","
+        return any(stamped.startswith(head) for _, stamped in self.recent)
+
     def note_signal(self, text: str) -> None:
         """Track offer/answer: a session is not moved in the middle of a negotiation."""
         if text.startswith('{"type":"offer"'):
