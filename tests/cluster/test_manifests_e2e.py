@@ -664,8 +664,14 @@ async def test_pods_started_30s_before_redis_stay_alive_and_become_ready_within_
         await asyncio.to_thread(kubectl, "-n", NS, "scale", "deployment/redis", "--replicas=1")
         address = await asyncio.to_thread(d.cluster.service_address, NS, "redis", 6379)
 
+        down_at = [time.monotonic()]  # when the last probe that found Redis away began
+
         async def redis_up() -> bool:
-            return await asyncio.to_thread(_redis_answers, address)
+            began = time.monotonic()
+            answers = await asyncio.to_thread(_redis_answers, address)
+            if not answers:
+                down_at[0] = began
+            return answers
 
         await eventually(redis_up, 60, "Redis answering through its Service", every=0.1)
         redis_at = time.monotonic()
@@ -676,7 +682,9 @@ async def test_pods_started_30s_before_redis_stay_alive_and_become_ready_within_
         await eventually(back, 15, "every /readyz 200 (for a second)")
     finally:
         await watch.stop()
-    before = {n: [c for at, c in s if at < redis_at] for n, s in watch.seen.items()}
+    # Before Redis: what the pods answered while a probe still found Redis away (a pod
+    # may reach it a moment before this test's next probe does).
+    before = {n: [c for at, c in s if at < down_at[0]] for n, s in watch.seen.items()}
     figures = {n: f["ready_again_s"] for n, f in watch.figures(pods_up, redis_at).items()}
     print(f"Redis answered {redis_at - pods_up:.1f} s after the pods; /readyz 200 after:", figures)
     print("/readyz answers before Redis:", {n: sorted(set(c)) for n, c in before.items()})
